@@ -1,0 +1,1 @@
+//! The nginx configuration language: lexer, parser, includes, and the typed model.

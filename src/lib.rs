@@ -1,0 +1,5 @@
+//! sluice: a reverse proxy and load balancer for HTTP and WebSocket that reads
+//! the nginx configuration language.
+
+pub mod conf;
+pub mod tools;

@@ -1,0 +1,1 @@
+//! Demo peers: a WebSocket echo backend and a wscat-like client.
