@@ -3,3 +3,4 @@
 
 pub mod conf;
 pub mod tools;
+pub mod vars;

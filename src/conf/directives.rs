@@ -1,0 +1,545 @@
+//! The directive table: for every directive sluice knows, where it may appear,
+//! how many arguments it takes, whether it opens a block, and whether sluice
+//! acts on it. Validation of those properties is generic; the compile step for
+//! each context gives the values their meaning. `docs/compat.md` is checked
+//! against this table by a test.
+
+/// Contexts, as nginx's `NGX_*_CONF` flags.
+pub mod ctx {
+    pub const MAIN: u16 = 1;
+    pub const EVENTS: u16 = 1 << 1;
+    pub const HTTP: u16 = 1 << 2;
+    pub const SERVER: u16 = 1 << 3;
+    pub const LOCATION: u16 = 1 << 4;
+    pub const UPSTREAM: u16 = 1 << 5;
+    /// `if` inside a `location`.
+    pub const LIF: u16 = 1 << 6;
+    /// `if` inside a `server`.
+    pub const SIF: u16 = 1 << 7;
+    pub const LIMIT_EXCEPT: u16 = 1 << 8;
+    pub const HSL: u16 = HTTP | SERVER | LOCATION;
+    pub const HS: u16 = HTTP | SERVER;
+    pub const SL: u16 = SERVER | LOCATION;
+}
+
+use ctx::*;
+
+/// How many arguments a directive takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Between `min` and `max` arguments, inclusive.
+    Range(u8, u8),
+    /// At least this many.
+    AtLeast(u8),
+    /// `on` or `off`.
+    Flag,
+}
+
+/// What sluice does with a directive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Acts as in nginx.
+    Supported,
+    /// Acts, with a difference that docs/compat.md explains.
+    Differs(&'static str),
+    /// Accepted and validated, but has no effect; a `[warn]` at load says so.
+    NoEffect(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub ctx: u16,
+    pub arity: Arity,
+    pub block: bool,
+    pub status: Status,
+}
+
+const fn d(name: &'static str, ctx: u16, arity: Arity, status: Status) -> Spec {
+    Spec {
+        name,
+        ctx,
+        arity,
+        block: false,
+        status,
+    }
+}
+
+const fn b(name: &'static str, ctx: u16, arity: Arity, status: Status) -> Spec {
+    Spec {
+        name,
+        ctx,
+        arity,
+        block: true,
+        status,
+    }
+}
+
+use Arity::{AtLeast, Flag, Range};
+use Status::{Differs, NoEffect, Supported};
+
+const fn n(k: u8) -> Arity {
+    Range(k, k)
+}
+
+const OK: Status = Supported;
+/// Performance knobs of nginx's own I/O model that sluice's design makes moot.
+const MOOT_IO: Status = NoEffect("sluice's I/O model does not use this knob");
+const NO_FASTCGI: Status = NoEffect("sluice has no FastCGI client; accepted so configs load");
+const NO_CACHE: Status = NoEffect("sluice has no proxy cache yet");
+const NO_STATIC: Status = NoEffect("sluice does not serve static files yet");
+const NO_HASH: Status = NoEffect("sluice's lookup tables size themselves");
+const LATER_TLS: Status = NoEffect("TLS is not implemented yet");
+const LATER_H2: Status = NoEffect("HTTP/2 is not implemented yet");
+const LATER_REWRITE: Status = NoEffect("the rewrite module (except return) is not implemented yet");
+const LATER_ACCESS: Status = NoEffect("access control and limits are not implemented yet");
+const LATER_CHECK: Status = NoEffect("active health checks are not implemented yet");
+const LATER_BALANCE: Status =
+    NoEffect("this balancing method is not implemented yet; round robin is used");
+const LATER_OPS: Status = NoEffect("process management is not implemented yet");
+
+/// Every directive sluice recognises.
+pub static DIRECTIVES: &[Spec] = &[
+    // Core, main context.
+    d(
+        "user",
+        MAIN,
+        Range(1, 2),
+        NoEffect("sluice runs as the user that starts it"),
+    ),
+    d(
+        "worker_processes",
+        MAIN,
+        n(1),
+        Differs("sets worker threads of one process"),
+    ),
+    d(
+        "worker_cpu_affinity",
+        MAIN,
+        AtLeast(1),
+        NoEffect("use taskset or systemd CPUAffinity"),
+    ),
+    d("worker_rlimit_nofile", MAIN, n(1), OK),
+    d(
+        "worker_priority",
+        MAIN,
+        n(1),
+        NoEffect("use nice or systemd Nice"),
+    ),
+    d("worker_shutdown_timeout", MAIN, n(1), OK),
+    d(
+        "working_directory",
+        MAIN,
+        n(1),
+        NoEffect("sluice writes no core dumps of its own"),
+    ),
+    d(
+        "error_log",
+        MAIN | HSL,
+        AtLeast(1),
+        Differs("one error log; levels apply process-wide"),
+    ),
+    d("pid", MAIN, n(1), OK),
+    d("daemon", MAIN, Flag, LATER_OPS),
+    d(
+        "master_process",
+        MAIN,
+        Flag,
+        NoEffect("sluice is one process with worker threads"),
+    ),
+    d("timer_resolution", MAIN, n(1), MOOT_IO),
+    d(
+        "pcre_jit",
+        MAIN,
+        Flag,
+        NoEffect("sluice's regex engine compiles patterns natively"),
+    ),
+    d("thread_pool", MAIN, Range(2, 3), MOOT_IO),
+    d("lock_file", MAIN, n(1), MOOT_IO),
+    d(
+        "env",
+        MAIN,
+        n(1),
+        NoEffect("sluice does not filter its environment"),
+    ),
+    d(
+        "load_module",
+        MAIN,
+        n(1),
+        NoEffect("sluice has no dynamic modules"),
+    ),
+    d("ssl_engine", MAIN, n(1), LATER_TLS),
+    b("events", MAIN, n(0), OK),
+    b("http", MAIN, n(0), OK),
+    // events {}
+    d("worker_connections", EVENTS, n(1), OK),
+    d("use", EVENTS, n(1), NoEffect("sluice always uses epoll")),
+    d("multi_accept", EVENTS, Flag, MOOT_IO),
+    d("accept_mutex", EVENTS, Flag, MOOT_IO),
+    d("accept_mutex_delay", EVENTS, n(1), MOOT_IO),
+    d("worker_aio_requests", EVENTS, n(1), MOOT_IO),
+    // http core
+    b("server", HTTP | UPSTREAM, AtLeast(0), OK),
+    b("location", SERVER | LOCATION, Range(1, 2), OK),
+    b("types", HSL, n(0), OK),
+    b("map", HTTP, n(2), OK),
+    b("upstream", HTTP, n(1), OK),
+    b("if", SERVER | LOCATION, AtLeast(1), LATER_REWRITE),
+    b("limit_except", LOCATION, AtLeast(1), LATER_ACCESS),
+    d("listen", SERVER, AtLeast(1), OK),
+    d("server_name", SERVER, AtLeast(1), OK),
+    d("default_type", HSL | LIF, n(1), OK),
+    d("log_format", HTTP, AtLeast(2), OK),
+    d("access_log", HSL | LIF | LIMIT_EXCEPT, AtLeast(1), OK),
+    d("open_log_file_cache", HSL, Range(1, 4), MOOT_IO),
+    d("log_not_found", HSL, Flag, NO_STATIC),
+    d(
+        "log_subrequest",
+        HSL,
+        Flag,
+        NoEffect("sluice makes no subrequests"),
+    ),
+    d("server_names_hash_bucket_size", HTTP, n(1), NO_HASH),
+    d("server_names_hash_max_size", HTTP, n(1), NO_HASH),
+    d("variables_hash_bucket_size", HTTP, n(1), NO_HASH),
+    d("variables_hash_max_size", HTTP, n(1), NO_HASH),
+    d("types_hash_bucket_size", HSL, n(1), NO_HASH),
+    d("types_hash_max_size", HSL, n(1), NO_HASH),
+    d("map_hash_bucket_size", HTTP, n(1), NO_HASH),
+    d("map_hash_max_size", HTTP, n(1), NO_HASH),
+    d("proxy_headers_hash_bucket_size", HSL, n(1), NO_HASH),
+    d("proxy_headers_hash_max_size", HSL, n(1), NO_HASH),
+    d("client_header_buffer_size", HS, n(1), OK),
+    d("large_client_header_buffers", HS, n(2), OK),
+    d("client_header_timeout", HS, n(1), OK),
+    d("client_body_timeout", HSL, n(1), OK),
+    d("client_max_body_size", HSL, n(1), OK),
+    d("client_body_buffer_size", HSL, n(1), OK),
+    d(
+        "client_body_temp_path",
+        HSL,
+        Range(1, 4),
+        NoEffect("sluice streams request bodies in memory"),
+    ),
+    d(
+        "client_body_in_file_only",
+        HSL,
+        n(1),
+        NoEffect("sluice streams request bodies in memory"),
+    ),
+    d("client_body_in_single_buffer", HSL, Flag, MOOT_IO),
+    d("keepalive_timeout", HSL | UPSTREAM, Range(1, 2), OK),
+    d("keepalive_requests", HSL | UPSTREAM, n(1), OK),
+    d("keepalive_time", HSL | UPSTREAM, n(1), OK),
+    d(
+        "keepalive_disable",
+        HSL,
+        AtLeast(1),
+        NoEffect("no browser workarounds"),
+    ),
+    d("send_timeout", HSL, n(1), OK),
+    d("reset_timedout_connection", HSL, Flag, MOOT_IO),
+    d("lingering_close", HSL, n(1), MOOT_IO),
+    d("lingering_time", HSL, n(1), MOOT_IO),
+    d("lingering_timeout", HSL, n(1), MOOT_IO),
+    d("sendfile", HSL | LIF, Flag, MOOT_IO),
+    d("sendfile_max_chunk", HSL, n(1), MOOT_IO),
+    d("tcp_nopush", HSL, Flag, MOOT_IO),
+    d("tcp_nodelay", HSL, Flag, OK),
+    d("aio", HSL, n(1), MOOT_IO),
+    d("directio", HSL, n(1), MOOT_IO),
+    d("output_buffers", HSL, n(2), MOOT_IO),
+    d("postpone_output", HSL, n(1), MOOT_IO),
+    d("open_file_cache", HSL, Range(1, 2), NO_STATIC),
+    d("open_file_cache_valid", HSL, n(1), NO_STATIC),
+    d("open_file_cache_min_uses", HSL, n(1), NO_STATIC),
+    d("open_file_cache_errors", HSL, Flag, NO_STATIC),
+    d("root", HSL | LIF, n(1), NO_STATIC),
+    d("alias", LOCATION, n(1), NO_STATIC),
+    d("index", HSL, AtLeast(1), NO_STATIC),
+    d("autoindex", HSL, Flag, NO_STATIC),
+    d("try_files", SL, AtLeast(2), NO_STATIC),
+    d("etag", HSL, Flag, NO_STATIC),
+    d("if_modified_since", HSL, n(1), NO_STATIC),
+    d(
+        "expires",
+        HSL | LIF,
+        Range(1, 2),
+        NoEffect("headers filter not implemented yet"),
+    ),
+    d(
+        "add_header",
+        HSL | LIF,
+        Range(2, 3),
+        NoEffect("headers filter not implemented yet"),
+    ),
+    d(
+        "charset",
+        HSL | LIF,
+        n(1),
+        NoEffect("charset filter not implemented yet"),
+    ),
+    d(
+        "source_charset",
+        HSL | LIF,
+        n(1),
+        NoEffect("charset filter not implemented yet"),
+    ),
+    d("server_tokens", HSL, n(1), OK),
+    d("underscores_in_headers", HS, Flag, OK),
+    d("ignore_invalid_headers", HS, Flag, OK),
+    d("merge_slashes", HS, Flag, OK),
+    d("absolute_redirect", HSL, Flag, OK),
+    d("port_in_redirect", HSL, Flag, OK),
+    d("server_name_in_redirect", HSL, Flag, OK),
+    d(
+        "error_page",
+        HSL | LIF,
+        AtLeast(2),
+        NoEffect("custom error pages are not implemented yet"),
+    ),
+    d(
+        "recursive_error_pages",
+        HSL,
+        Flag,
+        NoEffect("custom error pages are not implemented yet"),
+    ),
+    d("chunked_transfer_encoding", HSL, Flag, OK),
+    d("internal", LOCATION, n(0), OK),
+    d(
+        "resolver",
+        HSL,
+        AtLeast(1),
+        NoEffect("names are resolved at load with the system resolver"),
+    ),
+    d(
+        "resolver_timeout",
+        HSL,
+        n(1),
+        NoEffect("names are resolved at load with the system resolver"),
+    ),
+    d("satisfy", HSL, n(1), LATER_ACCESS),
+    d("allow", HSL | LIMIT_EXCEPT, n(1), LATER_ACCESS),
+    d("deny", HSL | LIMIT_EXCEPT, n(1), LATER_ACCESS),
+    d("auth_basic", HSL | LIMIT_EXCEPT, n(1), LATER_ACCESS),
+    d(
+        "auth_basic_user_file",
+        HSL | LIMIT_EXCEPT,
+        n(1),
+        LATER_ACCESS,
+    ),
+    d("limit_req_zone", HTTP, Range(3, 4), LATER_ACCESS),
+    d("limit_req", HSL, Range(1, 3), LATER_ACCESS),
+    d("limit_req_status", HSL, n(1), LATER_ACCESS),
+    d("limit_conn_zone", HTTP, n(2), LATER_ACCESS),
+    d("limit_conn", HSL, n(2), LATER_ACCESS),
+    d("limit_conn_status", HSL, n(1), LATER_ACCESS),
+    d("limit_rate", HSL | LIF, n(1), LATER_ACCESS),
+    d("real_ip_header", HSL, n(1), LATER_ACCESS),
+    d("set_real_ip_from", HSL, n(1), LATER_ACCESS),
+    d(
+        "stub_status",
+        SL,
+        Range(0, 1),
+        NoEffect("stub_status is not implemented yet"),
+    ),
+    // rewrite module
+    d("return", SERVER | LOCATION | LIF | SIF, Range(1, 2), OK),
+    d(
+        "rewrite",
+        SERVER | LOCATION | LIF | SIF,
+        Range(2, 3),
+        LATER_REWRITE,
+    ),
+    d("set", SERVER | LOCATION | LIF | SIF, n(2), LATER_REWRITE),
+    d("break", SERVER | LOCATION | LIF | SIF, n(0), LATER_REWRITE),
+    d("rewrite_log", HSL | SIF | LIF, Flag, LATER_REWRITE),
+    // proxy module
+    d("proxy_pass", LOCATION | LIF | LIMIT_EXCEPT, n(1), OK),
+    d("proxy_set_header", HSL, n(2), OK),
+    d("proxy_http_version", HSL, n(1), OK),
+    d("proxy_redirect", HSL, Range(1, 2), OK),
+    d("proxy_connect_timeout", HSL, n(1), OK),
+    d("proxy_read_timeout", HSL, n(1), OK),
+    d("proxy_send_timeout", HSL, n(1), OK),
+    d("proxy_buffering", HSL, Flag, OK),
+    d("proxy_request_buffering", HSL, Flag, OK),
+    d("proxy_buffer_size", HSL, n(1), OK),
+    d("proxy_buffers", HSL, n(2), OK),
+    d("proxy_busy_buffers_size", HSL, n(1), MOOT_IO),
+    d(
+        "proxy_temp_file_write_size",
+        HSL,
+        n(1),
+        NoEffect("sluice buffers responses in memory only"),
+    ),
+    d(
+        "proxy_max_temp_file_size",
+        HSL,
+        n(1),
+        NoEffect("sluice buffers responses in memory only"),
+    ),
+    d(
+        "proxy_temp_path",
+        HSL,
+        Range(1, 4),
+        NoEffect("sluice buffers responses in memory only"),
+    ),
+    d("proxy_pass_request_headers", HSL, Flag, OK),
+    d("proxy_pass_request_body", HSL, Flag, OK),
+    d("proxy_hide_header", HSL, n(1), OK),
+    d("proxy_pass_header", HSL, n(1), OK),
+    d(
+        "proxy_ignore_headers",
+        HSL,
+        AtLeast(1),
+        NoEffect("sluice has no proxy cache yet"),
+    ),
+    d("proxy_next_upstream", HSL, AtLeast(1), OK),
+    d("proxy_next_upstream_tries", HSL, n(1), OK),
+    d("proxy_next_upstream_timeout", HSL, n(1), OK),
+    d(
+        "proxy_intercept_errors",
+        HSL,
+        Flag,
+        NoEffect("custom error pages are not implemented yet"),
+    ),
+    d("proxy_ignore_client_abort", HSL, Flag, OK),
+    d("proxy_method", HSL, n(1), OK),
+    d("proxy_set_body", HSL, n(1), NoEffect("not implemented yet")),
+    d("proxy_socket_keepalive", HSL, Flag, OK),
+    d(
+        "proxy_bind",
+        HSL,
+        Range(1, 2),
+        NoEffect("not implemented yet"),
+    ),
+    d("proxy_cache_path", HTTP, AtLeast(2), NO_CACHE),
+    d("proxy_cache", HSL, n(1), NO_CACHE),
+    d("proxy_cache_key", HSL, n(1), NO_CACHE),
+    d("proxy_cache_valid", HSL, AtLeast(1), NO_CACHE),
+    d("proxy_cache_bypass", HSL, AtLeast(1), NO_CACHE),
+    d("proxy_no_cache", HSL, AtLeast(1), NO_CACHE),
+    d("proxy_cache_use_stale", HSL, AtLeast(1), NO_CACHE),
+    d("proxy_cache_lock", HSL, Flag, NO_CACHE),
+    d("proxy_cache_methods", HSL, AtLeast(1), NO_CACHE),
+    d("proxy_cache_min_uses", HSL, n(1), NO_CACHE),
+    d("proxy_ssl_verify", HSL, Flag, LATER_TLS),
+    d("proxy_ssl_trusted_certificate", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_verify_depth", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_server_name", HSL, Flag, LATER_TLS),
+    d("proxy_ssl_name", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_certificate", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_certificate_key", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_protocols", HSL, AtLeast(1), LATER_TLS),
+    d("proxy_ssl_ciphers", HSL, n(1), LATER_TLS),
+    d("proxy_ssl_session_reuse", HSL, Flag, LATER_TLS),
+    // fastcgi module: accepted so that shared http blocks load.
+    d("fastcgi_pass", LOCATION | LIF, n(1), NO_FASTCGI),
+    d("fastcgi_param", HSL, Range(2, 3), NO_FASTCGI),
+    d("fastcgi_index", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_connect_timeout", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_send_timeout", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_read_timeout", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_buffer_size", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_buffers", HSL, n(2), NO_FASTCGI),
+    d("fastcgi_busy_buffers_size", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_temp_file_write_size", HSL, n(1), NO_FASTCGI),
+    d("fastcgi_temp_path", HSL, Range(1, 4), NO_FASTCGI),
+    d("fastcgi_intercept_errors", HSL, Flag, NO_FASTCGI),
+    d(
+        "uwsgi_temp_path",
+        HSL,
+        Range(1, 4),
+        NoEffect("sluice has no uwsgi client"),
+    ),
+    d(
+        "scgi_temp_path",
+        HSL,
+        Range(1, 4),
+        NoEffect("sluice has no scgi client"),
+    ),
+    // gzip
+    d("gzip", HSL | LIF, Flag, OK),
+    d("gzip_min_length", HSL, n(1), OK),
+    d("gzip_buffers", HSL, n(2), MOOT_IO),
+    d("gzip_http_version", HSL, n(1), OK),
+    d("gzip_comp_level", HSL, n(1), OK),
+    d("gzip_types", HSL, AtLeast(1), OK),
+    d("gzip_vary", HSL, Flag, OK),
+    d("gzip_proxied", HSL, AtLeast(1), OK),
+    d("gzip_disable", HSL, AtLeast(1), OK),
+    d("gzip_static", HSL, n(1), NO_STATIC),
+    // TLS and HTTP/2
+    d("ssl_certificate", HS, n(1), LATER_TLS),
+    d("ssl_certificate_key", HS, n(1), LATER_TLS),
+    d("ssl_protocols", HS, AtLeast(1), LATER_TLS),
+    d("ssl_ciphers", HS, n(1), LATER_TLS),
+    d("ssl_prefer_server_ciphers", HS, Flag, LATER_TLS),
+    d("ssl_session_cache", HS, AtLeast(1), LATER_TLS),
+    d("ssl_session_timeout", HS, n(1), LATER_TLS),
+    d("ssl_session_tickets", HS, Flag, LATER_TLS),
+    d("ssl_dhparam", HS, n(1), LATER_TLS),
+    d("ssl_ecdh_curve", HS, n(1), LATER_TLS),
+    d("ssl_stapling", HS, Flag, LATER_TLS),
+    d("ssl_stapling_verify", HS, Flag, LATER_TLS),
+    d("ssl_trusted_certificate", HS, n(1), LATER_TLS),
+    d("ssl_client_certificate", HS, n(1), LATER_TLS),
+    d("ssl_verify_client", HS, n(1), LATER_TLS),
+    d("http2", HS, Flag, LATER_H2),
+    d("http2_max_concurrent_streams", HS, n(1), LATER_H2),
+    d("http2_recv_buffer_size", HTTP, n(1), LATER_H2),
+    d("http2_chunk_size", HSL, n(1), LATER_H2),
+    d("http2_extended_connect", HS, Flag, LATER_H2),
+    // upstream {}
+    d("least_conn", UPSTREAM, n(0), LATER_BALANCE),
+    d("ip_hash", UPSTREAM, n(0), LATER_BALANCE),
+    d("hash", UPSTREAM, Range(1, 2), LATER_BALANCE),
+    d("random", UPSTREAM, Range(0, 2), LATER_BALANCE),
+    d("keepalive", UPSTREAM, n(1), OK),
+    d(
+        "zone",
+        UPSTREAM,
+        Range(1, 2),
+        NoEffect("upstream state is always shared by all threads"),
+    ),
+    d("check", UPSTREAM, AtLeast(0), LATER_CHECK),
+    d("check_http_send", UPSTREAM, n(1), LATER_CHECK),
+    d("check_http_expect_alive", UPSTREAM, AtLeast(1), LATER_CHECK),
+    d("check_keepalive_requests", UPSTREAM, n(1), LATER_CHECK),
+    d("check_status", LOCATION, Range(0, 1), LATER_CHECK),
+];
+
+/// Looks a directive up by name.
+pub fn find(name: &str) -> Option<&'static Spec> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static INDEX: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| DIRECTIVES.iter().map(|s| (s.name, s)).collect())
+        .get(name)
+        .copied()
+}
+
+impl Arity {
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Range(lo, hi) => (lo as usize..=hi as usize).contains(&n),
+            Arity::AtLeast(lo) => n >= lo as usize,
+            Arity::Flag => n == 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for s in DIRECTIVES {
+            assert!(seen.insert(s.name), "{} listed twice", s.name);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The nginx configuration syntax: tokens, directives, blocks and `include`, as
+//! `ngx_conf_read_token()` reads them, into a generic directive tree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{ConfError, ConfErrorKind, Result, SrcLoc};
+
+/// Bounds that keep any input from exhausting memory or the stack.
+pub const MAX_DEPTH: usize = 64;
+pub const MAX_TOTAL_BYTES: usize = 64 << 20;
+pub const MAX_FILES: usize = 4096;
+
+/// One directive: `name arg arg;` or `name arg { ... }`.
+#[derive(Clone, Debug)]
+pub struct Directive {
+    pub name: String,
+    pub args: Vec<String>,
+    pub block: Option<Vec<Directive>>,
+    pub loc: SrcLoc,
+}
+
+impl PartialEq for Directive {
+    /// Trees compare by content, not by where they were read from.
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.args == other.args
+            && self.block == other.block
+            && self.loc.line == other.loc.line
+    }
+}
+
+/// Every file read while loading, in order, for `-T`.
+#[derive(Clone, Debug, Default)]
+pub struct SourceFiles {
+    pub files: Vec<(PathBuf, String)>,
+}
+
+/// Reads a configuration file and everything it includes.
+pub struct Loader {
+    /// Relative `include` paths resolve against this directory.
+    conf_dir: PathBuf,
+    pub sources: SourceFiles,
+    total_bytes: usize,
+    include_stack: Vec<PathBuf>,
+}
+
+impl Loader {
+    pub fn new(conf_dir: impl Into<PathBuf>) -> Self {
+        Loader {
+            conf_dir: conf_dir.into(),
+            sources: SourceFiles::default(),
+            total_bytes: 0,
+            include_stack: Vec::new(),
+        }
+    }
+
+    /// Parses the file at `path` (already resolved) into a directive tree.
+    pub fn load_file(&mut self, path: &Path, from: Option<&SrcLoc>) -> Result<Vec<Directive>> {
+        let open_err = |e: std::io::Error| {
+            let kind = ConfErrorKind::Open {
+                path: path.display().to_string(),
+                reason: io_reason(&e),
+            };
+            match from {
+                Some(loc) => ConfError::at(kind, loc),
+                None => ConfError::bare(kind),
+            }
+        };
+        let canonical = std::fs::canonicalize(path).map_err(open_err)?;
+        if self.include_stack.contains(&canonical) {
+            let kind = ConfErrorKind::IncludeCycle(path.display().to_string());
+            return Err(match from {
+                Some(loc) => ConfError::at(kind, loc),
+                None => ConfError::bare(kind),
+            });
+        }
+        if self.include_stack.len() >= MAX_DEPTH || self.sources.files.len() >= MAX_FILES {
+            let kind = ConfErrorKind::TooDeep(MAX_DEPTH);
+            return Err(match from {
+                Some(loc) => ConfError::at(kind, loc),
+                None => ConfError::bare(kind),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(open_err)?;
+        self.total_bytes += bytes.len();
+        let file = Arc::new(path.to_path_buf());
+        if self.total_bytes > MAX_TOTAL_BYTES {
+            return Err(ConfError::at(
+                ConfErrorKind::TooLarge(MAX_TOTAL_BYTES),
+                &SrcLoc { file, line: 1 },
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u32;
+            ConfError::at(
+                ConfErrorKind::NotUtf8,
+                &SrcLoc {
+                    file: file.clone(),
+                    line,
+                },
+            )
+        })?;
+        self.sources.files.push((path.to_path_buf(), text.clone()));
+        self.include_stack.push(canonical);
+        let result = self.parse_text(&text, file);
+        self.include_stack.pop();
+        result
+    }
+
+    /// Parses text that did not come from a file (`-g`), as if read from `name`.
+    pub fn parse_text(&mut self, text: &str, file: Arc<PathBuf>) -> Result<Vec<Directive>> {
+        let mut lexer = Lexer::new(text, file);
+        self.parse_block(&mut lexer, 0, true)
+    }
+
+    fn parse_block(
+        &mut self,
+        lx: &mut Lexer<'_>,
+        depth: usize,
+        top: bool,
+    ) -> Result<Vec<Directive>> {
+        let mut out = Vec::new();
+        loop {
+            match lx.next_statement()? {
+                Statement::Eof => {
+                    if top {
+                        return Ok(out);
+                    }
+                    return Err(lx.error(ConfErrorKind::UnexpectedEofInBlock));
+                }
+                Statement::BlockEnd => {
+                    if top {
+                        return Err(lx.error(ConfErrorKind::Unexpected('}')));
+                    }
+                    return Ok(out);
+                }
+                Statement::Directive { mut words, loc } => {
+                    let name = words.remove(0);
+                    if name == "include" && words.len() == 1 {
+                        out.extend(self.include(&words[0], &loc)?);
+                        continue;
+                    }
+                    out.push(Directive {
+                        name,
+                        args: words,
+                        block: None,
+                        loc,
+                    });
+                }
+                Statement::BlockStart { mut words, loc } => {
+                    if depth + 1 >= MAX_DEPTH {
+                        return Err(ConfError::at(ConfErrorKind::TooDeep(MAX_DEPTH), &loc));
+                    }
+                    let name = words.remove(0);
+                    let block = self.parse_block(lx, depth + 1, false)?;
+                    out.push(Directive {
+                        name,
+                        args: words,
+                        block: Some(block),
+                        loc,
+                    });
+                }
+            }
+        }
+    }
+
+    fn include(&mut self, pattern: &str, loc: &SrcLoc) -> Result<Vec<Directive>> {
+        let full = self.full_name(pattern);
+        let is_glob = pattern.contains(['*', '?', '[']);
+        if !is_glob {
+            return self.load_file(&full, Some(loc));
+        }
+        let pattern_str = full.to_string_lossy().into_owned();
+        let paths = glob::glob(&pattern_str)
+            .map_err(|e| ConfError::msg(format!("glob() \"{pattern_str}\" failed ({e})"), loc))?;
+        let mut files: Vec<PathBuf> = paths
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(self.load_file(&f, Some(loc))?);
+        }
+        Ok(out)
+    }
+
+    fn full_name(&self, name: &str) -> PathBuf {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.conf_dir.join(p)
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            // std appends " (os error N)"; nginx prints "N: text".
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            format!("{code}: {text}")
+        }
+        None => e.to_string(),
+    }
+}
+
+enum Statement {
+    Directive { words: Vec<String>, loc: SrcLoc },
+    BlockStart { words: Vec<String>, loc: SrcLoc },
+    BlockEnd,
+    Eof,
+}
+
+/// A tokenizer with nginx's rules: whitespace separates words, `#` starts a
+/// comment only where a word could start, quotes group, `\` escapes, `${` does
+/// not open a block.
+struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    line: u32,
+    file: Arc<PathBuf>,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(text: &'a str, file: Arc<PathBuf>) -> Self {
+        Lexer {
+            src: text.as_bytes(),
+            pos: 0,
+            line: 1,
+            file,
+        }
+    }
+
+    fn loc(&self, line: u32) -> SrcLoc {
+        SrcLoc {
+            file: self.file.clone(),
+            line,
+        }
+    }
+
+    fn error(&self, kind: ConfErrorKind) -> ConfError {
+        ConfError::at(kind, &self.loc(self.line))
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let ch = *self.src.get(self.pos)?;
+        self.pos += 1;
+        if ch == b'\n' {
+            self.line += 1;
+        }
+        Some(ch)
+    }
+
+    /// Reads words up to `;`, `{`, `}` or the end of the input.
+    fn next_statement(&mut self) -> Result<Statement> {
+        let mut words: Vec<String> = Vec::new();
+        let mut start_line = self.line;
+        loop {
+            // Between words.
+            let Some(ch) = self.bump() else {
+                if words.is_empty() {
+                    return Ok(Statement::Eof);
+                }
+                return Err(self.error(ConfErrorKind::UnexpectedEofInDirective));
+            };
+            match ch {
+                b' ' | b'\t' | b'\r' | b'\n' => continue,
+                b';' | b'{' => {
+                    if words.is_empty() {
+                        return Err(self.error(ConfErrorKind::Unexpected(ch as char)));
+                    }
+                    let loc = self.loc(start_line);
+                    return Ok(if ch == b'{' {
+                        Statement::BlockStart { words, loc }
+                    } else {
+                        Statement::Directive { words, loc }
+                    });
+                }
+                b'}' => {
+                    if !words.is_empty() {
+                        return Err(self.error(ConfErrorKind::Unexpected('}')));
+                    }
+                    return Ok(Statement::BlockEnd);
+                }
+                b'#' => {
+                    while let Some(c) = self.bump() {
+                        if c == b'\n' {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if words.is_empty() {
+                start_line = self.line;
+            }
+            let (word, terminator) = self.read_word(ch)?;
+            words.push(word);
+            match terminator {
+                Some(b';') => {
+                    return Ok(Statement::Directive {
+                        words,
+                        loc: self.loc(start_line),
+                    })
+                }
+                Some(b'{') => {
+                    return Ok(Statement::BlockStart {
+                        words,
+                        loc: self.loc(start_line),
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one word starting with `first`. Returns the word and, when the
+    /// word was ended by `;` or `{`, that character.
+    fn read_word(&mut self, first: u8) -> Result<(String, Option<u8>)> {
+        let quote = match first {
+            b'"' | b'\'' => Some(first),
+            _ => None,
+        };
+        let start = if quote.is_some() {
+            self.pos
+        } else {
+            self.pos - 1
+        };
+        let mut escaped = first == b'\\';
+        let mut variable = first == b'$';
+        loop {
+            let Some(ch) = self.bump() else {
+                return Err(self.error(ConfErrorKind::UnexpectedEofInDirective));
+            };
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            if ch == b'{' && variable {
+                continue;
+            }
+            variable = false;
+            match ch {
+                b'\\' => escaped = true,
+                b'$' => variable = true,
+                _ => {}
+            }
+            if ch == b'\\' || ch == b'$' {
+                continue;
+            }
+            match quote {
+                Some(q) if ch == q => {
+                    let word = unescape(&self.src[start..self.pos - 1]);
+                    let term = self.after_quote()?;
+                    return Ok((word, term));
+                }
+                Some(_) => {}
+                None => {
+                    if matches!(ch, b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{') {
+                        let word = unescape(&self.src[start..self.pos - 1]);
+                        let term = matches!(ch, b';' | b'{').then_some(ch);
+                        return Ok((word, term));
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a closing quote nginx wants whitespace, `;` or `{`.
+    fn after_quote(&mut self) -> Result<Option<u8>> {
+        let Some(ch) = self.bump() else {
+            return Err(self.error(ConfErrorKind::UnexpectedEofInDirective));
+        };
+        match ch {
+            b' ' | b'\t' | b'\r' | b'\n' => Ok(None),
+            b';' | b'{' => Ok(Some(ch)),
+            _ => {
+                let c = std::str::from_utf8(&self.src[self.pos - 1..])
+                    .ok()
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or(ch as char);
+                Err(self.error(ConfErrorKind::Unexpected(c)))
+            }
+        }
+    }
+}
+
+/// nginx keeps `\x` as two characters except for `\"`, `\'`, `\\`, `\t`, `\r`, `\n`.
+fn unescape(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' && i + 1 < raw.len() {
+            match raw[i + 1] {
+                b'"' | b'\'' | b'\\' => {
+                    out.push(raw[i + 1]);
+                    i += 2;
+                    continue;
+                }
+                b't' => {
+                    out.push(b'\t');
+                    i += 2;
+                    continue;
+                }
+                b'r' => {
+                    out.push(b'\r');
+                    i += 2;
+                    continue;
+                }
+                b'n' => {
+                    out.push(b'\n');
+                    i += 2;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    // The input was valid UTF-8 and escapes only replace ASCII with ASCII.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Directive>> {
+        Loader::new("/nonexistent").parse_text(text, Arc::new(PathBuf::from("t.conf")))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn words_blocks_and_lines() {
+        let t = parse("a b c;\n# c\nhttp {\n  x 1; # tail\n  y \"q w\" 'e\\'r';\n}\n").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].args, ["b", "c"]);
+        assert_eq!(t[1].loc.line, 3);
+        let inner = t[1].block.as_ref().unwrap();
+        assert_eq!(inner[0].name, "x");
+        assert_eq!(inner[0].loc.line, 4);
+        assert_eq!(inner[1].args, ["q w", "e'r"]);
+    }
+
+    #[test]
+    fn variables_with_braces_stay_in_words() {
+        let t = parse("set $a ${b}c;").unwrap();
+        assert_eq!(t[0].args, ["$a", "${b}c"]);
+    }
+
+    #[test]
+    fn hash_inside_word_is_not_a_comment() {
+        let t = parse("a b#c;").unwrap();
+        assert_eq!(t[0].args, ["b#c"]);
+    }
+
+    #[test]
+    fn utf8_comments() {
+        let t = parse("worker_processes 4; # 这个由于我是用的虚拟机\nx;").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].loc.line, 2);
+    }
+
+    #[test]
+    fn escapes() {
+        let t = parse(r#"a "x\"y" "\t" "\d" b\;c;"#).unwrap();
+        assert_eq!(t[0].args, ["x\"y", "\t", "\\d", "b;c"]);
+    }
+
+    #[test]
+    fn empty_quoted() {
+        let t = parse("map a b { '' close; }").unwrap();
+        assert_eq!(t[0].block.as_ref().unwrap()[0].name, "");
+    }
+
+    #[test]
+    fn syntax_errors_in_nginx_words() {
+        assert_eq!(err("a;\n}"), "unexpected \"}\" in t.conf:2");
+        assert_eq!(
+            err("a {\n b;"),
+            "unexpected end of file, expecting \"}\" in t.conf:2"
+        );
+        assert_eq!(
+            err("a b"),
+            "unexpected end of file, expecting \";\" or \"}\" in t.conf:1"
+        );
+        assert_eq!(err(";"), "unexpected \";\" in t.conf:1");
+        assert_eq!(err("a \"b\"c;"), "unexpected \"c\" in t.conf:1");
+        assert_eq!(err("a b }"), "unexpected \"}\" in t.conf:1");
+        assert_eq!(
+            err("a \"b"),
+            "unexpected end of file, expecting \";\" or \"}\" in t.conf:1"
+        );
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let deep = "a {".repeat(200);
+        assert!(matches!(
+            parse(&deep).unwrap_err().kind,
+            ConfErrorKind::TooDeep(_)
+        ));
+    }
+}

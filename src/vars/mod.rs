@@ -1,0 +1,7 @@
+//! Variables: the registry of names, templates compiled once at load, and `map`.
+
+pub mod registry;
+pub mod template;
+
+pub use registry::{Builtin, Var, VarRegistry};
+pub use template::{Part, Template, TemplateError};
