@@ -1,1 +1,3 @@
 //! Demo peers: a WebSocket echo backend and a wscat-like client.
+
+pub mod echo;
