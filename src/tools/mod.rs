@@ -1,3 +1,4 @@
 //! Demo peers: a WebSocket echo backend and a wscat-like client.
 
 pub mod echo;
+pub mod wscat;
