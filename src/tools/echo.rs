@@ -55,6 +55,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -533,7 +534,12 @@ where
                 ws.send(Message::Binary(reply)).await?;
             }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_)) => {}
-            Err(WsError::ConnectionClosed) => break,
+            // Clients that just go away (closed tabs, killed scripts) are
+            // routine for a demo backend, not worth a warning.
+            Err(
+                WsError::ConnectionClosed
+                | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            ) => break,
             Err(e) => return Err(e),
         }
     }
