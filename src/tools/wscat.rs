@@ -44,6 +44,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -341,6 +342,8 @@ async fn client<W: Write>(cli: Cli, out: &mut Printer<W>) -> Result<(), WscatErr
                 }
                 Some(Ok(Message::Frame(_))) => {}
                 None | Some(Err(WsError::ConnectionClosed)) => break,
+                // The peer hung up without a close frame: report it as 1006.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break,
                 Some(Err(e)) => {
                     if peer_close.is_some() {
                         // The handshake is done; a rough TCP ending is harmless.
