@@ -22,7 +22,7 @@
 //! * Interactive (no `-x`): each stdin line is sent as a text message; at end
 //!   of input the client closes with 1000 and exits once the server answers.
 //! * `-x MSG` (repeatable): the messages are sent in order, stdin is not read.
-//!   With `-w SECS` the client closes SECS seconds after the last message;
+//!   With `-w SECS` (only valid with `-x`) the client closes SECS seconds after the last message;
 //!   without it, once as many text or binary replies as messages sent have
 //!   arrived (for one `-x`, that is the first reply).
 //!
@@ -69,7 +69,7 @@ struct Cli {
 
     /// With -x: close SECS seconds after the last message instead of after
     /// the replies
-    #[arg(short = 'w', long = "wait", value_name = "SECS", value_parser = parse_wait)]
+    #[arg(short = 'w', long = "wait", value_name = "SECS", value_parser = parse_wait, requires = "execute")]
     wait: Option<Duration>,
 
     /// Add a request header (repeatable)
@@ -536,6 +536,12 @@ mod tests {
         assert!(parse_token("chat.v2").is_ok());
         assert!(parse_token("a,b").is_err());
         assert!(parse_token("").is_err());
+    }
+
+    #[test]
+    fn wait_needs_execute() {
+        assert!(Cli::try_parse_from(["wscat", "-c", "ws://a/", "-w", "1"]).is_err());
+        assert!(Cli::try_parse_from(["wscat", "-c", "ws://a/", "-x", "m", "-w", "1"]).is_ok());
     }
 
     #[test]
