@@ -2,5 +2,6 @@
 //! the nginx configuration language.
 
 pub mod conf;
+pub mod runtime;
 pub mod tools;
 pub mod vars;

@@ -179,7 +179,7 @@ pub static DIRECTIVES: &[Spec] = &[
     d("accept_mutex_delay", EVENTS, n(1), MOOT_IO),
     d("worker_aio_requests", EVENTS, n(1), MOOT_IO),
     // http core
-    b("server", HTTP | UPSTREAM, AtLeast(0), OK),
+    b("server", HTTP, n(0), OK),
     b("location", SERVER | LOCATION, Range(1, 2), OK),
     b("types", HSL, n(0), OK),
     b("map", HTTP, n(2), OK),
@@ -492,6 +492,7 @@ pub static DIRECTIVES: &[Spec] = &[
     d("http2_chunk_size", HSL, n(1), LATER_H2),
     d("http2_extended_connect", HS, Flag, LATER_H2),
     // upstream {}
+    d("server", UPSTREAM, AtLeast(1), OK),
     d("least_conn", UPSTREAM, n(0), LATER_BALANCE),
     d("ip_hash", UPSTREAM, n(0), LATER_BALANCE),
     d("hash", UPSTREAM, Range(1, 2), LATER_BALANCE),
@@ -510,14 +511,26 @@ pub static DIRECTIVES: &[Spec] = &[
     d("check_status", LOCATION, Range(0, 1), LATER_CHECK),
 ];
 
-/// Looks a directive up by name.
-pub fn find(name: &str) -> Option<&'static Spec> {
+/// Looks a directive up by name for context `here`. A name may have one row
+/// per context (`server` opens a block in http but not in upstream); when no
+/// row allows `here`, the first row is returned so the caller can say
+/// "not allowed here".
+pub fn find(name: &str, here: u16) -> Option<&'static Spec> {
     use std::collections::HashMap;
     use std::sync::OnceLock;
-    static INDEX: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
-    INDEX
-        .get_or_init(|| DIRECTIVES.iter().map(|s| (s.name, s)).collect())
-        .get(name)
+    static INDEX: OnceLock<HashMap<&'static str, Vec<&'static Spec>>> = OnceLock::new();
+    let rows = INDEX
+        .get_or_init(|| {
+            let mut m: HashMap<&'static str, Vec<&'static Spec>> = HashMap::new();
+            for s in DIRECTIVES {
+                m.entry(s.name).or_default().push(s);
+            }
+            m
+        })
+        .get(name)?;
+    rows.iter()
+        .find(|s| s.ctx & here != 0)
+        .or(rows.first())
         .copied()
 }
 
@@ -536,10 +549,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_unique() {
-        let mut seen = std::collections::HashSet::new();
+    fn rows_of_one_name_have_disjoint_contexts() {
+        let mut seen: std::collections::HashMap<&str, u16> = Default::default();
         for s in DIRECTIVES {
-            assert!(seen.insert(s.name), "{} listed twice", s.name);
+            let prev = seen.entry(s.name).or_default();
+            assert_eq!(*prev & s.ctx, 0, "{} listed twice for one context", s.name);
+            *prev |= s.ctx;
         }
     }
 }

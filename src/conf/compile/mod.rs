@@ -91,7 +91,7 @@ impl Cx {
     /// Checks a directive against the table for context `here`, and records a
     /// warning the first time a directive without effect is seen.
     pub fn check(&mut self, d: &Directive, here: u16) -> Result<&'static Spec> {
-        let spec = directives::find(&d.name).ok_or_else(|| {
+        let spec = directives::find(&d.name, here).ok_or_else(|| {
             ConfError::at(ConfErrorKind::UnknownDirective(d.name.clone()), &d.loc)
         })?;
         if spec.ctx & here == 0 {

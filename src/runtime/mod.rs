@@ -1,0 +1,6 @@
+//! The process: command line, signals, the embedded demo, running and reloading.
+
+pub mod cli;
+pub mod demo;
+pub mod run;
+pub mod signal;
