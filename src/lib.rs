@@ -2,6 +2,10 @@
 //! the nginx configuration language.
 
 pub mod conf;
+pub mod log;
+pub mod proxy;
 pub mod runtime;
+pub mod server;
 pub mod tools;
+pub mod upstream;
 pub mod vars;

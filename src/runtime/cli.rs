@@ -181,7 +181,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     } else {
         conf::load(&opts)
     };
-    let config = match loaded {
+    let mut config = match loaded {
         Ok(c) => c,
         Err(e) => {
             say(Some("emerg"), &e.to_string());
@@ -232,5 +232,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     for w in &config.warnings {
         say(Some("warn"), w);
     }
-    super::run::run(config, args.error_log.as_deref(), use_demo)
+    if let Some(e) = &args.error_log {
+        config.main.error_log.target = if e == "stderr" {
+            conf::model::ErrorLogTarget::Stderr
+        } else {
+            conf::model::ErrorLogTarget::File(prefix.join(e))
+        };
+    }
+    let reload_from = (!use_demo).then_some(opts);
+    super::run::run(config, reload_from, use_demo)
 }

@@ -1,12 +1,237 @@
-//! Running a loaded configuration.
+//! Running a loaded configuration: worker threads, listeners, the pid file,
+//! signals (reload, graceful and fast shutdown, log reopen).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::cli::say;
-use crate::conf::Config;
+use crate::conf::model::WorkerProcesses;
+use crate::conf::{self, Config, LoadOptions};
+use crate::log::access::LogSink;
+use crate::server::{conn, listen, Generation};
 
-pub fn run(config: Config, _error_log: Option<&str>, _demo: bool) -> ExitCode {
-    let _ = config;
-    say(Some("emerg"), "serving is not implemented yet");
-    ExitCode::FAILURE
+/// Runs until a shutdown signal; `reload_from` is how to re-read the
+/// configuration on HUP (`None` for the embedded demo).
+pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> ExitCode {
+    let workers = match config.main.worker_processes {
+        WorkerProcesses::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        WorkerProcesses::Count(n) => n,
+    };
+    if let Some(n) = config.main.worker_rlimit_nofile {
+        raise_nofile(n);
+    }
+    crate::log::error::init(&config.main.error_log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(Some("emerg"), &format!("cannot start worker threads: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(config, reload_from, demo, workers))
+}
+
+fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let want = n.min(lim.rlim_max as u64) as libc::rlim_t;
+            lim.rlim_cur = want;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("setrlimit(RLIMIT_NOFILE, {n}) failed");
+            }
+        }
+    }
+}
+
+async fn serve(
+    config: Config,
+    reload_from: Option<LoadOptions>,
+    demo: bool,
+    workers: usize,
+) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let tunnels = TaskTracker::new();
+    let logs = match LogSink::open(&config) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            say(Some("emerg"), &e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid_path = config.main.pid.clone();
+    let worker_connections = config.events.worker_connections;
+    let gen = match Generation::build(
+        config,
+        None,
+        1,
+        logs.clone(),
+        shutdown.clone(),
+        tunnels.clone(),
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            say(Some("emerg"), &e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let current = Arc::new(ArcSwap::from_pointee(gen));
+    let permits = Arc::new(Semaphore::new(worker_connections.saturating_mul(workers)));
+    let accept_stop = CancellationToken::new();
+
+    let mut listeners: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+    for (addr, opts) in current.load().vhosts.listen_addrs() {
+        match bind(addr, opts) {
+            Ok(l) => {
+                let stop = accept_stop.child_token();
+                tokio::spawn(conn::accept_loop(
+                    l,
+                    current.clone(),
+                    permits.clone(),
+                    stop.clone(),
+                ));
+                listeners.insert(addr, stop);
+            }
+            Err(e) => {
+                say(Some("emerg"), &format!("bind() to {addr} failed ({e})"));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut echo_task = None;
+    if demo {
+        match tokio::net::TcpListener::bind(super::demo::ECHO_ADDR).await {
+            Ok(l) => {
+                echo_task = Some(tokio::spawn(crate::tools::echo::serve(l, true)));
+            }
+            Err(e) => {
+                say(
+                    Some("emerg"),
+                    &format!("bind() to {} failed ({e})", super::demo::ECHO_ADDR),
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        println!(
+            "sluice demo: WebSocket proxy on ws://127.0.0.1:8020 -> echo server on 127.0.0.1:8010"
+        );
+        println!("  try:  sluice wscat --connect ws://127.0.0.1:8020");
+        println!("  or open http://127.0.0.1:8020/ in a browser");
+    }
+    if let Err(e) = write_pid(&pid_path) {
+        say(
+            Some("emerg"),
+            &format!("open() \"{}\" failed ({e})", pid_path.display()),
+        );
+        return ExitCode::FAILURE;
+    }
+
+    let (Ok(mut hup), Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        say(Some("emerg"), "cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let mut next_id = 2;
+    let graceful = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let Some(opts) = &reload_from else {
+                    tracing::warn!("reload is not available for the embedded demo");
+                    continue;
+                };
+                match conf::load(opts) {
+                    Ok(c) => {
+                        for w in &c.warnings {
+                            tracing::warn!("{w}");
+                        }
+                        let old = current.load_full();
+                        match Generation::build(c, Some(&old), next_id, logs.clone(), shutdown.clone(), tunnels.clone()) {
+                            Ok(g) => {
+                                next_id += 1;
+                                let wanted: HashMap<SocketAddr, listen::ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
+                                current.store(Arc::new(g));
+                                listeners.retain(|addr, stop| {
+                                    let keep = wanted.contains_key(addr);
+                                    if !keep {
+                                        stop.cancel();
+                                    }
+                                    keep
+                                });
+                                for (addr, opts) in wanted {
+                                    if listeners.contains_key(&addr) {
+                                        continue;
+                                    }
+                                    match bind(addr, opts) {
+                                        Ok(l) => {
+                                            let stop = accept_stop.child_token();
+                                            tokio::spawn(conn::accept_loop(l, current.clone(), permits.clone(), stop.clone()));
+                                            listeners.insert(addr, stop);
+                                        }
+                                        Err(e) => tracing::error!("bind() to {addr} failed ({e})"),
+                                    }
+                                }
+                                tracing::info!("reconfiguring: generation {}", next_id - 1);
+                            }
+                            Err(e) => tracing::error!("{e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+            _ = usr1.recv() => {
+                logs.reopen();
+            }
+            _ = quit.recv() => break true,
+            _ = term.recv() => break false,
+            _ = int.recv() => break false,
+        }
+    };
+    accept_stop.cancel();
+    if graceful {
+        tunnels.close();
+        let timeout = current.load().config.main.worker_shutdown_timeout;
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, tunnels.wait()).await;
+            }
+            None => tunnels.wait().await,
+        }
+    }
+    shutdown.cancel();
+    if let Some(t) = echo_task {
+        t.abort();
+    }
+    logs.flush_all();
+    let _ = std::fs::remove_file(&pid_path);
+    ExitCode::SUCCESS
+}
+
+fn bind(addr: SocketAddr, opts: listen::ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
+    let std_listener = listen::bind(addr, opts)?;
+    tokio::net::TcpListener::from_std(std_listener)
+}
+
+fn write_pid(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
 }

@@ -1,5 +1,6 @@
 //! Variables: the registry of names, templates compiled once at load, and `map`.
 
+pub mod eval;
 pub mod registry;
 pub mod template;
 

@@ -1,0 +1,3 @@
+//! STUB: replaced by the vars branch.
+pub mod access;
+pub mod error;

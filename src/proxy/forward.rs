@@ -1,0 +1,583 @@
+//! Sending the request to a peer and relaying the answer: connect with
+//! `proxy_connect_timeout`, wait for the header with `proxy_read_timeout`,
+//! move to the next peer per `proxy_next_upstream`, and turn a `101` into a
+//! tunnel.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::{self, BodyError, Finished, Limited, ProxyBody, Timed};
+use super::headers;
+use super::pages;
+use super::tunnel::{self, TunnelTimeouts};
+use crate::conf::model::{next_upstream, HttpVersion, LocationMatch};
+use crate::server::request::{add_server_header, LogWhenDone, RequestState};
+use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
+use crate::vars::eval::{ResponseInfo, UpstreamInfo};
+
+/// Why one attempt at a peer failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("connect() failed ({0}) while connecting to upstream")]
+    Connect(String),
+    #[error("upstream timed out (110: Connection timed out) while connecting to upstream")]
+    ConnectTimeout,
+    #[error("upstream timed out (110: Connection timed out) while reading response header from upstream")]
+    HeaderTimeout,
+    #[error("upstream prematurely closed connection while reading response header from upstream")]
+    Closed,
+    #[error("upstream sent invalid header while reading response header from upstream")]
+    InvalidHeader,
+    #[error("client intended to send too large body")]
+    BodyTooLarge,
+    #[error("client prematurely closed connection")]
+    ClientBody,
+}
+
+impl AttemptError {
+    fn condition(&self) -> u16 {
+        match self {
+            AttemptError::Connect(_) | AttemptError::Closed => next_upstream::ERROR,
+            AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => next_upstream::TIMEOUT,
+            AttemptError::InvalidHeader => next_upstream::INVALID_HEADER,
+            AttemptError::BodyTooLarge | AttemptError::ClientBody => 0,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => 504,
+            AttemptError::BodyTooLarge => 413,
+            AttemptError::ClientBody => 400,
+            _ => 502,
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    format!("{}: {text}", e.raw_os_error().unwrap_or(0))
+}
+
+/// Upstream status codes that `proxy_next_upstream` may retry on.
+fn status_condition(code: u16) -> u16 {
+    match code {
+        500 => next_upstream::HTTP_500,
+        502 => next_upstream::HTTP_502,
+        503 => next_upstream::HTTP_503,
+        504 => next_upstream::HTTP_504,
+        403 => next_upstream::HTTP_403,
+        404 => next_upstream::HTTP_404,
+        429 => next_upstream::HTTP_429,
+        _ => 0,
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// Forwards a routed request; always answers (errors become nginx's pages).
+pub async fn forward(
+    state: RequestState,
+    matcher: &LocationMatch,
+    client_body: Incoming,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let Some(pp) = state.proxy.clone() else {
+        return crate::server::request::finish(state, pages::error(500, true, false));
+    };
+    let settings = state.settings.clone();
+    let gen = state.gen.clone();
+    let plan = gen.header_plan(&settings);
+    let tokens = settings.server_tokens;
+
+    // The upstream request head, built once and reused across tries.
+    let target = super::uri::upstream_target(
+        &pp,
+        matcher,
+        state.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        &state.uri,
+        state.parts.uri.query(),
+    );
+    let version = headers::upstream_version(settings.proxy_http_version);
+    let mut head = HeaderMap::new();
+    {
+        let cx = state.vars(None, None);
+        let mut buf = Vec::new();
+        for (name, tmpl) in &plan.set {
+            buf.clear();
+            tmpl.render(&cx, &mut buf);
+            if buf.is_empty() {
+                continue;
+            }
+            if let Some(v) = headers::value(&buf) {
+                head.append(name.clone(), v);
+            }
+        }
+        if settings.proxy_pass_request_headers {
+            for (k, v) in state.parts.headers.iter() {
+                if !plan.overrides(k) {
+                    head.append(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let method = match &settings.proxy_method {
+        Some(m) => http::Method::from_bytes(m.as_bytes()).unwrap_or(state.parts.method.clone()),
+        None => state.parts.method.clone(),
+    };
+
+    // The request body: streamed once, so only a request without one (or
+    // whose body was not yet read) can move to another peer.
+    let declared_len = crate::server::request::content_length(&state.parts.headers);
+    let has_body = settings.proxy_pass_request_body
+        && (declared_len.is_some_and(|l| l > 0)
+            || state.parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let too_large = Arc::new(AtomicBool::new(false));
+    let mut body_slot: Option<ProxyBody> = if has_body {
+        let limited = Limited::new(
+            client_body,
+            settings.client_max_body_size,
+            too_large.clone(),
+        );
+        Some(
+            Timed::new(limited, settings.client_body_timeout, || {
+                BodyError::ClientReadTimeout
+            })
+            .boxed(),
+        )
+    } else {
+        None
+    };
+    if has_body && declared_len.is_none() && settings.proxy_http_version == HttpVersion::Http10 {
+        // An HTTP/1.0 upstream needs a length: read the chunked body first.
+        let Some(b) = body_slot.take() else {
+            return crate::server::request::finish(state, pages::error(500, tokens, false));
+        };
+        match b.collect().await {
+            Ok(c) => {
+                let bytes = c.to_bytes();
+                head.insert(header::CONTENT_LENGTH, bytes.len().into());
+                body_slot = Some(body::full(bytes));
+            }
+            Err(_) => {
+                let code = if too_large.load(Ordering::Relaxed) {
+                    413
+                } else {
+                    400
+                };
+                return crate::server::request::finish(state, pages::error(code, tokens, true));
+            }
+        }
+    } else if let Some(len) = declared_len.filter(|_| has_body) {
+        head.insert(header::CONTENT_LENGTH, len.into());
+    }
+
+    let Some(group) = gen.upstreams.group(&pp.upstream) else {
+        return crate::server::request::finish(state, pages::error(500, tokens, false));
+    };
+    let client_ip = state.conn.info.remote.ip();
+    let hash_key = group.hash_key_template().map(|t| {
+        let mut out = Vec::new();
+        t.render(&state.vars(None, None), &mut out);
+        out
+    });
+    let mut tried = Tried::default();
+    let max_tries = match settings.proxy_next_upstream_tries {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let deadline = (!settings.proxy_next_upstream_timeout.is_zero())
+        .then(|| Instant::now() + settings.proxy_next_upstream_timeout);
+    let mut up_info = UpstreamInfo::default();
+    let mut attempts = 0usize;
+    let idempotent = matches!(
+        method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    ) || method == http::Method::PUT
+        || method == http::Method::DELETE;
+
+    loop {
+        attempts += 1;
+        let peer = match group.pick(
+            &PickInput {
+                client_ip,
+                hash_key: hash_key.as_deref(),
+            },
+            &mut tried,
+        ) {
+            Ok(p) => p,
+            Err(PickError::NoLiveUpstreams) => {
+                tracing::error!(
+                    "no live upstreams while connecting to upstream, client: {}, server: {}, request: \"{} {}\", upstream: \"{}\"",
+                    client_ip,
+                    state.vars(None, None).server_name,
+                    state.parts.method,
+                    state.parts.uri,
+                    pp.url
+                );
+                push_info(&mut up_info, &pp.upstream.name, "502", "-", "-", "0.000");
+                return finish_error(state, 502, tokens, up_info);
+            }
+        };
+        let addr = peer.addr();
+        let t0 = Instant::now();
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(target.as_str())
+            .version(version)
+            .body(body_slot.take().unwrap_or_else(body::empty))
+            .unwrap_or_else(|_| Request::new(body::empty()));
+        *req.headers_mut() = head.clone();
+
+        let result = attempt(&peer, req, &settings, client_upgrade.is_some()).await;
+        let connect_time = result.as_ref().ok().map(|r| r.connect_time);
+        match result {
+            Ok(ok) => {
+                let status = ok.response.status().as_u16();
+                let cond = status_condition(status);
+                let retry_status = cond != 0
+                    && settings.proxy_next_upstream & cond != 0
+                    && !has_body
+                    && attempts < max_tries
+                    && deadline.is_none_or(|d| Instant::now() < d)
+                    && status != 101;
+                if retry_status {
+                    if cond != next_upstream::HTTP_403 && cond != next_upstream::HTTP_404 {
+                        peer.fail();
+                    }
+                    push_info(
+                        &mut up_info,
+                        &addr.to_string(),
+                        &status.to_string(),
+                        &connect_time.map_or("-".into(), secs),
+                        &secs(ok.header_time),
+                        &secs(t0.elapsed()),
+                    );
+                    continue;
+                }
+                peer.success();
+                push_info(
+                    &mut up_info,
+                    &addr.to_string(),
+                    &status.to_string(),
+                    &connect_time.map_or("-".into(), secs),
+                    &secs(ok.header_time),
+                    "",
+                );
+                return relay(state, ok, peer, client_upgrade, up_info, t0, matcher).await;
+            }
+            Err(e) => {
+                let log_addr = format!(
+                    "{}://{}{}",
+                    if pp.scheme == crate::conf::model::Scheme::Https {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    addr,
+                    target
+                );
+                tracing::error!(
+                    "{e}, client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{log_addr}\", host: \"{}\"",
+                    client_ip,
+                    state.vars(None, None).server_name,
+                    state.parts.method,
+                    state.parts.uri,
+                    state.parts.version,
+                    state.host
+                );
+                if matches!(e, AttemptError::BodyTooLarge | AttemptError::ClientBody) {
+                    let code = e.status();
+                    return crate::server::request::finish(state, pages::error(code, tokens, true));
+                }
+                let status = e.status();
+                push_info(
+                    &mut up_info,
+                    &addr.to_string(),
+                    &status.to_string(),
+                    "-",
+                    "-",
+                    &secs(t0.elapsed()),
+                );
+                let cond = e.condition();
+                if cond & (next_upstream::ERROR | next_upstream::TIMEOUT) != 0 {
+                    peer.fail();
+                }
+                let may_retry = settings.proxy_next_upstream & cond != 0
+                    && (!has_body)
+                    && (idempotent
+                        || settings.proxy_next_upstream & next_upstream::NON_IDEMPOTENT != 0
+                        || matches!(e, AttemptError::Connect(_) | AttemptError::ConnectTimeout))
+                    && attempts < max_tries
+                    && deadline.is_none_or(|d| Instant::now() < d);
+                if may_retry {
+                    continue;
+                }
+                return finish_error(state, status, tokens, up_info);
+            }
+        }
+    }
+}
+
+fn push_info(
+    up: &mut UpstreamInfo,
+    addr: &str,
+    status: &str,
+    connect: &str,
+    header: &str,
+    response: &str,
+) {
+    let sep = |s: &mut String| {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+    };
+    sep(&mut up.addr);
+    up.addr.push_str(addr);
+    sep(&mut up.status);
+    up.status.push_str(status);
+    sep(&mut up.connect_time);
+    up.connect_time.push_str(connect);
+    sep(&mut up.header_time);
+    up.header_time.push_str(header);
+    if !response.is_empty() {
+        sep(&mut up.response_time);
+        up.response_time.push_str(response);
+    }
+}
+
+fn finish_error(
+    state: RequestState,
+    code: u16,
+    tokens: bool,
+    up: UpstreamInfo,
+) -> Response<ProxyBody> {
+    let mut resp = pages::error(code, tokens, false);
+    add_server_header(&mut resp, tokens);
+    let info = ResponseInfo {
+        status: code,
+        headers: resp.headers().clone(),
+        body_bytes_sent: 0,
+        bytes_sent: 0,
+    };
+    let hook = Box::new(LogWhenDone {
+        state,
+        resp: info,
+        upstream: Some(up),
+    });
+    resp.map(|b| Finished::new(b, hook).boxed())
+}
+
+struct Attempt {
+    response: Response<Incoming>,
+    connect_time: Duration,
+    header_time: Duration,
+}
+
+/// One try at one peer: connect, send the head and body, read the response head.
+async fn attempt(
+    peer: &PeerGuard,
+    req: Request<ProxyBody>,
+    settings: &crate::conf::model::Settings,
+    upgrade: bool,
+) -> Result<Attempt, AttemptError> {
+    let t0 = Instant::now();
+    let stream = match tokio::time::timeout(
+        settings.proxy_connect_timeout,
+        TcpStream::connect(peer.addr()),
+    )
+    .await
+    {
+        Err(_) => return Err(AttemptError::ConnectTimeout),
+        Ok(Err(e)) => return Err(AttemptError::Connect(io_reason(&e))),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    if settings.proxy_socket_keepalive {
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    }
+    let connect_time = t0.elapsed();
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| AttemptError::Closed)?;
+    tokio::spawn(async move {
+        // The connection ends when the exchange (or the tunnel's take-over) is done.
+        let _ = conn.with_upgrades().await;
+    });
+    let send = sender.send_request(req);
+    // nginx times the wait for the header from the end of sending; hyper
+    // sends and reads concurrently, so the timer covers both, starting now.
+    let wait = settings.proxy_read_timeout.max(settings.proxy_send_timeout);
+    let _ = upgrade;
+    match tokio::time::timeout(wait, send).await {
+        Err(_) => Err(AttemptError::HeaderTimeout),
+        Ok(Err(e)) => Err(classify(e)),
+        Ok(Ok(response)) => Ok(Attempt {
+            response,
+            connect_time,
+            header_time: t0.elapsed(),
+        }),
+    }
+}
+
+fn classify(e: hyper::Error) -> AttemptError {
+    use std::error::Error as _;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return match b {
+                BodyError::TooLarge => AttemptError::BodyTooLarge,
+                _ => AttemptError::ClientBody,
+            };
+        }
+        src = s.source();
+    }
+    if e.is_parse() || e.is_parse_status() {
+        AttemptError::InvalidHeader
+    } else {
+        AttemptError::Closed
+    }
+}
+
+/// Relays the upstream's answer to the client; a `101` becomes a tunnel.
+async fn relay(
+    state: RequestState,
+    ok: Attempt,
+    peer: PeerGuard,
+    client_upgrade: Option<OnUpgrade>,
+    mut up_info: UpstreamInfo,
+    t0: Instant,
+    matcher: &LocationMatch,
+) -> Response<ProxyBody> {
+    let settings = state.settings.clone();
+    let tokens = settings.server_tokens;
+    let mut response = ok.response;
+    let status = response.status();
+    up_info.headers = Some(response.headers().clone());
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_up) = client_upgrade else {
+            tracing::error!("upstream sent unexpected 101 Switching Protocols while reading response header from upstream");
+            peer.fail();
+            return finish_error(state, 502, tokens, up_info);
+        };
+        let upstream_up = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        headers::filter_response(&mut parts.headers, &settings, true);
+        let mut resp = Response::from_parts(parts, body::empty());
+        add_server_header(&mut resp, tokens);
+        let info = ResponseInfo {
+            status: 101,
+            headers: resp.headers().clone(),
+            body_bytes_sent: 0,
+            bytes_sent: 0,
+        };
+        let timeouts = TunnelTimeouts {
+            upstream_read: settings.proxy_read_timeout,
+            upstream_send: settings.proxy_send_timeout,
+            client_send: settings.send_timeout,
+            client_read: None,
+        };
+        let cancel = state.gen.shutdown.child_token();
+        let tracker = state.gen.tunnels.clone();
+        tracker.spawn(async move {
+            let (client, upstream) = match (client_up.await, upstream_up.await) {
+                (Ok(c), Ok(u)) => (c, u),
+                _ => {
+                    up_info.response_time = secs(t0.elapsed());
+                    state.log(&info, Some(&up_info));
+                    return;
+                }
+            };
+            let (Ok(c), Ok(u)) = (
+                client.downcast::<TokioIo<TcpStream>>(),
+                upstream.downcast::<TokioIo<TcpStream>>(),
+            ) else {
+                tracing::error!("upgraded connection is not a TCP stream");
+                return;
+            };
+            let stats = tunnel::run(
+                c.io.into_inner(),
+                c.read_buf,
+                u.io.into_inner(),
+                u.read_buf,
+                timeouts,
+                cancel,
+            )
+            .await;
+            if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {
+                tracing::info!("WebSocket tunnel closed: {kind:?} timed out");
+            }
+            drop(peer);
+            up_info.response_time = secs(t0.elapsed());
+            up_info.bytes_received = stats.upstream_to_client;
+            up_info.bytes_sent = stats.client_to_upstream;
+            let mut info = info;
+            info.body_bytes_sent = stats.upstream_to_client;
+            info.bytes_sent = stats.upstream_to_client;
+            state.log(&info, Some(&up_info));
+        });
+        return resp;
+    }
+
+    let (mut parts, incoming) = response.into_parts();
+    headers::filter_response(&mut parts.headers, &settings, false);
+    super::redirect::rewrite(&mut parts.headers, &state, matcher);
+    let body = Timed::new(incoming, settings.proxy_read_timeout, || {
+        BodyError::UpstreamReadTimeout
+    })
+    .boxed();
+    let mut resp = Response::from_parts(parts, body);
+    add_server_header(&mut resp, tokens);
+    let info = ResponseInfo {
+        status: status.as_u16(),
+        headers: resp.headers().clone(),
+        body_bytes_sent: 0,
+        bytes_sent: 0,
+    };
+    let hook = Box::new(ResponseDone {
+        log: LogWhenDone {
+            state,
+            resp: info,
+            upstream: Some(up_info),
+        },
+        t0,
+        _peer: peer,
+    });
+    resp.map(|b| Finished::new(b, hook).boxed())
+}
+
+/// Keeps the peer counted as busy until the response body is done.
+struct ResponseDone {
+    log: LogWhenDone,
+    t0: Instant,
+    _peer: PeerGuard,
+}
+
+impl super::body::OnDone for ResponseDone {
+    fn done(self: Box<Self>, body_bytes: u64, complete: bool) {
+        let mut log = self.log;
+        if let Some(up) = log.upstream.as_mut() {
+            let sep = if up.response_time.is_empty() {
+                ""
+            } else {
+                ", "
+            };
+            up.response_time = format!("{}{sep}{}", up.response_time, secs(self.t0.elapsed()));
+        }
+        Box::new(log).done(body_bytes, complete);
+    }
+}

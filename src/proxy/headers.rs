@@ -1,0 +1,138 @@
+//! Header rules of the proxy, as ngx_http_proxy_module applies them.
+//!
+//! Request: the configured `proxy_set_header` list (nginx's defaults merged
+//! under it) is sent first; an empty value removes the header; then the
+//! client's headers follow, except those whose names the list mentions.
+//! hop-by-hop headers reach the upstream only when the list sets them.
+//! Response: hop-by-hop headers and nginx's hidden headers are dropped,
+//! `proxy_hide_header` / `proxy_pass_header` adjust the hidden set.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::conf::model::{HttpVersion, Settings};
+use crate::vars::Template;
+
+/// nginx's `ngx_http_proxy_headers`: what is set unless the config says otherwise.
+/// `Content-Length` and `Transfer-Encoding` are decided by the body framing.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("host", "$proxy_host"),
+    ("connection", "close"),
+    ("te", ""),
+    ("keep-alive", ""),
+    ("expect", ""),
+    ("upgrade", ""),
+];
+
+/// Headers of the client request that nginx never copies: the body framing
+/// is re-done for the upstream.
+const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
+
+/// The headers to set for one location: the user's list merged over nginx's
+/// defaults, compiled once at load.
+#[derive(Debug)]
+pub struct HeaderPlan {
+    pub set: Vec<(HeaderName, Template)>,
+}
+
+impl HeaderPlan {
+    pub fn build(settings: &Settings) -> HeaderPlan {
+        let mut set: Vec<(HeaderName, Template)> = Vec::new();
+        for (name, value) in settings.proxy_set_header.iter() {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                set.retain(|(k, _)| k != n);
+                set.push((n, value.clone()));
+            }
+        }
+        let reg = crate::vars::VarRegistry::default();
+        for (name, value) in DEFAULTS {
+            let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            if set.iter().any(|(k, _)| *k == n) {
+                continue;
+            }
+            // The defaults only use built-in variables, which always resolve.
+            if let Ok(t) = Template::compile(value, &reg) {
+                set.push((n, t));
+            }
+        }
+        HeaderPlan { set }
+    }
+
+    /// Whether the client's header `name` is replaced by the plan.
+    pub fn overrides(&self, name: &HeaderName) -> bool {
+        self.set.iter().any(|(k, _)| k == name) || FRAMING.contains(&name.as_str())
+    }
+}
+
+/// Headers nginx hides from the upstream response by default.
+const HIDDEN: &[&str] = &[
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+];
+
+/// Hop-by-hop headers of a response (RFC 9110 section 7.6.1), never relayed
+/// except on a 101 where `Upgrade` and `Connection` belong to the switch.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Filters an upstream response's headers for the client.
+pub fn filter_response(headers: &mut HeaderMap, settings: &Settings, switching: bool) {
+    // Names listed in the Connection header are hop-by-hop too.
+    let listed: Vec<HeaderName> = if switching {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect()
+    };
+    for name in listed {
+        headers.remove(name);
+    }
+    for h in HOP_BY_HOP {
+        if switching && (*h == "upgrade" || *h == "connection") {
+            continue;
+        }
+        headers.remove(*h);
+    }
+    for h in HIDDEN {
+        if !settings.proxy_pass_header.iter().any(|p| p == h) {
+            headers.remove(*h);
+        }
+    }
+    for h in settings.proxy_hide_header.iter() {
+        headers.remove(h.as_str());
+    }
+}
+
+/// `Connection: close` / `Connection: upgrade` for the client side is hyper's
+/// job; this says whether the version allows upstream keepalive at all.
+pub fn upstream_version(v: HttpVersion) -> http::Version {
+    match v {
+        HttpVersion::Http10 => http::Version::HTTP_10,
+        HttpVersion::Http11 => http::Version::HTTP_11,
+    }
+}
+
+/// A header value from rendered bytes; invalid bytes drop the header, as a
+/// value nginx would send verbatim could not be sent by hyper anyway.
+pub fn value(bytes: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(bytes).ok()
+}

@@ -1,0 +1,12 @@
+//! Forwarding a request to a peer with nginx's header, URI, timeout and
+//! failure rules; an accepted upgrade becomes a byte tunnel.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod pages;
+mod redirect;
+pub mod tunnel;
+pub mod uri;
+
+pub use forward::forward;

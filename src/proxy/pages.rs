@@ -1,0 +1,115 @@
+//! Responses sluice makes itself: nginx's error pages, `return`, redirects.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, ProxyBody};
+
+/// The product token in `Server` and on error pages.
+pub fn server_token(full_version: bool) -> &'static str {
+    if full_version {
+        concat!("sluice/", env!("CARGO_PKG_VERSION"))
+    } else {
+        "sluice"
+    }
+}
+
+/// nginx's reason phrase for the status codes it has pages for.
+fn title(code: u16) -> Option<&'static str> {
+    Some(match code {
+        301 => "301 Moved Permanently",
+        302 => "302 Found",
+        303 => "303 See Other",
+        307 => "307 Temporary Redirect",
+        308 => "308 Permanent Redirect",
+        400 => "400 Bad Request",
+        401 => "401 Authorization Required",
+        402 => "402 Payment Required",
+        403 => "403 Forbidden",
+        404 => "404 Not Found",
+        405 => "405 Not Allowed",
+        406 => "406 Not Acceptable",
+        408 => "408 Request Time-out",
+        409 => "409 Conflict",
+        410 => "410 Gone",
+        411 => "411 Length Required",
+        412 => "412 Precondition Failed",
+        413 => "413 Request Entity Too Large",
+        414 => "414 Request-URI Too Large",
+        415 => "415 Unsupported Media Type",
+        416 => "416 Requested Range Not Satisfiable",
+        421 => "421 Misdirected Request",
+        429 => "429 Too Many Requests",
+        494 => "400 Request Header Or Cookie Too Large",
+        495 => "400 The SSL certificate error",
+        496 => "400 No required SSL certificate was sent",
+        497 => "400 The plain HTTP request was sent to HTTPS port",
+        500 => "500 Internal Server Error",
+        501 => "501 Not Implemented",
+        502 => "502 Bad Gateway",
+        503 => "503 Service Temporarily Unavailable",
+        504 => "504 Gateway Time-out",
+        505 => "505 HTTP Version Not Supported",
+        507 => "507 Insufficient Storage",
+        _ => return None,
+    })
+}
+
+/// The status sent on the wire for nginx's internal codes (494..497 are 400).
+pub fn wire_status(code: u16) -> StatusCode {
+    let code = match code {
+        494..=497 => 400,
+        c => c,
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// nginx's built-in error page body for `code`, if it has one.
+pub fn error_body(code: u16, tokens: bool) -> Option<String> {
+    let t = title(code)?;
+    Some(format!(
+        "<html>\r\n<head><title>{t}</title></head>\r\n<body>\r\n<center><h1>{t}</h1></center>\r\n<hr><center>{}</center>\r\n</body>\r\n</html>\r\n",
+        server_token(tokens)
+    ))
+}
+
+/// An error (or redirect) response with nginx's page.
+pub fn error(code: u16, tokens: bool, close: bool) -> Response<ProxyBody> {
+    let body = error_body(code, tokens).unwrap_or_default();
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = wire_status(code);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// `return code text` / `return 3xx URL`.
+pub fn returned(
+    code: u16,
+    text: Option<Vec<u8>>,
+    tokens: bool,
+    default_type: &str,
+) -> Response<ProxyBody> {
+    let is_redirect = matches!(code, 301 | 302 | 303 | 307 | 308);
+    match (is_redirect, text) {
+        (true, Some(url)) => {
+            let mut resp = error(code, tokens, false);
+            if let Ok(v) = HeaderValue::from_bytes(&url) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        (false, Some(text)) => {
+            let mut resp = Response::new(full(Bytes::from(text)));
+            *resp.status_mut() = wire_status(code);
+            if let Ok(v) = HeaderValue::from_str(default_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        (_, None) => error(code, tokens, false),
+    }
+}

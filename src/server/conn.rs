@@ -1,0 +1,132 @@
+//! Accepting client connections and serving HTTP/1.x on them with hyper.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::Generation;
+use crate::vars::eval::ConnInfo;
+
+/// Per-connection facts shared by its requests.
+pub struct ConnState {
+    pub info: ConnInfo,
+    pub local: SocketAddr,
+    requests: AtomicU64,
+}
+
+impl ConnState {
+    /// Counts a request; returns its number on this connection, from 1.
+    pub fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts on `listener` until `stop` is cancelled. `permits` caps open
+/// client connections: accept waits for a permit instead of spinning.
+pub async fn accept_loop(
+    listener: TcpListener,
+    current: Arc<ArcSwap<Generation>>,
+    permits: Arc<Semaphore>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: report and back off briefly rather than spin.
+                    tracing::error!("accept() failed ({e})");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let gen = current.load_full();
+        let local = stream.local_addr().unwrap_or(remote);
+        let state = Arc::new(ConnState {
+            info: ConnInfo {
+                remote,
+                local,
+                id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+                scheme: "http",
+            },
+            local,
+            requests: AtomicU64::new(0),
+        });
+        let conn_stop = stop.clone();
+        tokio::spawn(async move {
+            serve(stream, gen, state, conn_stop).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    gen: Arc<Generation>,
+    state: Arc<ConnState>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let settings = gen.default_settings(state.local);
+    let _ = stream.set_nodelay(settings.tcp_nodelay);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(settings.client_header_timeout)
+        .max_buf_size(buf_size(&settings))
+        .title_case_headers(false);
+    let svc_gen = gen.clone();
+    let svc_state = state.clone();
+    let keepalive_requests = settings.keepalive_requests;
+    let svc = service_fn(move |req| {
+        let gen = svc_gen.clone();
+        let state = svc_state.clone();
+        async move {
+            let mut resp = super::request::handle(gen, state.clone(), req).await?;
+            if state.requests.load(Ordering::Relaxed) >= keepalive_requests {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// hyper's read buffer must hold the largest request head nginx accepts.
+fn buf_size(s: &crate::conf::model::Settings) -> usize {
+    let large = s.large_client_header_buffers.size as usize;
+    large
+        .saturating_mul(s.large_client_header_buffers.count as usize)
+        .max(s.client_header_buffer_size as usize)
+        .max(8192)
+}

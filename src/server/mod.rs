@@ -1,0 +1,128 @@
+//! Serving: listeners, connections, virtual servers and locations, and the
+//! immutable per-load view (`Generation`) every connection keeps for its life.
+
+pub mod conn;
+pub mod listen;
+pub mod location;
+pub mod request;
+pub mod uri;
+pub mod vhost;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::conf::model::{HttpConf, LocationConf, Settings};
+use crate::conf::{ConfError, Config};
+use crate::log::access::LogSink;
+use crate::proxy::headers::HeaderPlan;
+use crate::upstream::Upstreams;
+
+/// Everything a request needs that a load fixes, built once per load.
+pub struct Generation {
+    pub id: u64,
+    pub config: Arc<Config>,
+    pub vhosts: vhost::VhostTable,
+    /// Location lookup per server, by server index.
+    pub locations: Vec<location::LocationIndex>,
+    pub upstreams: Arc<Upstreams>,
+    /// `proxy_set_header` plans by the address of the `Settings` they serve.
+    plans: HashMap<usize, HeaderPlan>,
+    fallback_plan: HeaderPlan,
+    empty_http: HttpConf,
+    fallback_settings: Arc<Settings>,
+    pub logs: Arc<LogSink>,
+    /// Cancelled to end tunnels on shutdown.
+    pub shutdown: CancellationToken,
+    /// Open WebSocket tunnels, so shutdown can wait for them.
+    pub tunnels: TaskTracker,
+}
+
+impl Generation {
+    /// Builds the runtime view of `config`, carrying upstream state over
+    /// from `prev` for peers that stay.
+    pub fn build(
+        config: Config,
+        prev: Option<&Generation>,
+        id: u64,
+        logs: Arc<LogSink>,
+        shutdown: CancellationToken,
+        tunnels: TaskTracker,
+    ) -> Result<Generation, ConfError> {
+        let empty_http = HttpConf {
+            servers: Vec::new(),
+            upstreams: Vec::new(),
+            maps: Vec::new(),
+            log_formats: HashMap::new(),
+            set_vars: 0,
+        };
+        let http = config.http.as_ref().unwrap_or(&empty_http);
+        let (vhosts, _warnings) = vhost::VhostTable::build(&http.servers)?;
+        let locations = http
+            .servers
+            .iter()
+            .map(|s| location::LocationIndex::new(&s.locations))
+            .collect();
+        let upstreams = Arc::new(Upstreams::build(
+            &http.upstreams,
+            prev.map(|p| p.upstreams.as_ref()),
+        ));
+        let mut plans = HashMap::new();
+        for s in &http.servers {
+            add_plan(&mut plans, &s.settings);
+            collect_plans(&mut plans, &s.locations);
+        }
+        let fallback_settings = Arc::new(crate::conf::model::LevelSettings::default().resolve());
+        Ok(Generation {
+            id,
+            fallback_plan: HeaderPlan::build(&fallback_settings),
+            fallback_settings,
+            config: Arc::new(config),
+            vhosts,
+            locations,
+            upstreams,
+            plans,
+            empty_http,
+            logs,
+            shutdown,
+            tunnels,
+        })
+    }
+
+    pub fn http(&self) -> &HttpConf {
+        self.config.http.as_ref().unwrap_or(&self.empty_http)
+    }
+
+    pub fn header_plan(&self, settings: &Arc<Settings>) -> &HeaderPlan {
+        self.plans
+            .get(&(Arc::as_ptr(settings) as usize))
+            .unwrap_or(&self.fallback_plan)
+    }
+
+    /// Settings of the default server for connections to `local`, for what
+    /// must be decided before any request is read.
+    pub fn default_settings(&self, local: SocketAddr) -> Arc<Settings> {
+        let idx = self.vhosts.default_for(local);
+        self.http()
+            .servers
+            .get(idx)
+            .map(|s| s.settings.clone())
+            .unwrap_or_else(|| self.fallback_settings.clone())
+    }
+}
+
+fn add_plan(plans: &mut HashMap<usize, HeaderPlan>, s: &Arc<Settings>) {
+    plans
+        .entry(Arc::as_ptr(s) as usize)
+        .or_insert_with(|| HeaderPlan::build(s));
+}
+
+fn collect_plans(plans: &mut HashMap<usize, HeaderPlan>, locs: &[LocationConf]) {
+    for l in locs {
+        add_plan(plans, &l.settings);
+        collect_plans(plans, &l.children);
+    }
+}

@@ -1,0 +1,266 @@
+//! One request: target and Host checks, virtual server and location
+//! selection, `return`, limits, then the location's content handler.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+
+use super::conn::ConnState;
+use super::Generation;
+use crate::conf::model::{Handler, ProxyPass, Return, Settings};
+use crate::log::access;
+use crate::proxy::body::{OnDone, ProxyBody};
+use crate::proxy::pages;
+use crate::vars::eval::{Captures, ResponseInfo, UpstreamInfo, VarCtx};
+
+/// What is known about a request once it is routed; owns everything the
+/// variables and the access log need, so it can outlive the handler (the
+/// response body and WebSocket tunnels finish later).
+pub struct RequestState {
+    pub gen: Arc<Generation>,
+    pub conn: Arc<ConnState>,
+    pub connection_requests: u64,
+    pub parts: http::request::Parts,
+    pub uri: String,
+    pub host: String,
+    pub server_idx: usize,
+    pub captures: Option<Captures>,
+    pub start: Instant,
+    pub start_wall: SystemTime,
+    pub request_length: u64,
+    pub settings: Arc<Settings>,
+    pub proxy: Option<Arc<ProxyPass>>,
+}
+
+impl RequestState {
+    pub fn vars<'a>(
+        &'a self,
+        resp: Option<&'a ResponseInfo>,
+        up: Option<&'a UpstreamInfo>,
+    ) -> VarCtx<'a> {
+        let server = &self.gen.http().servers[self.server_idx];
+        VarCtx {
+            conn: &self.conn.info,
+            connection_requests: self.connection_requests,
+            req: &self.parts,
+            uri: &self.uri,
+            args: self.parts.uri.query(),
+            server_name: &server.primary_name,
+            host: &self.host,
+            captures: self.captures.as_ref(),
+            maps: &self.gen.http().maps,
+            proxy: self.proxy.as_deref(),
+            start: self.start,
+            start_wall: self.start_wall,
+            request_length: self.request_length,
+            resp,
+            upstream: up,
+        }
+    }
+
+    /// Writes the access log lines for the finished request.
+    pub fn log(&self, resp: &ResponseInfo, up: Option<&UpstreamInfo>) {
+        let cx = self.vars(Some(resp), up);
+        access::log_request(&self.settings.access_log, &cx, &self.gen.logs);
+    }
+}
+
+/// Logs once the response body has been sent (or abandoned).
+pub struct LogWhenDone {
+    pub state: RequestState,
+    pub resp: ResponseInfo,
+    pub upstream: Option<UpstreamInfo>,
+}
+
+impl OnDone for LogWhenDone {
+    fn done(mut self: Box<Self>, body_bytes: u64, _complete: bool) {
+        self.resp.body_bytes_sent = body_bytes;
+        self.resp.bytes_sent += body_bytes;
+        self.state.log(&self.resp, self.upstream.as_ref());
+    }
+}
+
+/// Estimates the request head's size on the wire for `$request_length`.
+fn head_length(parts: &http::request::Parts) -> u64 {
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers + 2) as u64
+}
+
+pub async fn handle(
+    gen: Arc<Generation>,
+    conn: Arc<ConnState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    let connection_requests = conn.next_request();
+    let client_upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let request_length = head_length(&parts);
+
+    let http = gen.http();
+    // Host: the absolute-form target's authority wins over the header.
+    let host_raw = match parts.uri.authority() {
+        Some(a) => Some(a.as_str().to_string()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+    };
+    let host_norm = match host_raw.as_deref().map(super::vhost::normalize_host) {
+        Some(Ok(h)) => Some(h.into_owned()),
+        Some(Err(_)) => None,
+        None => None,
+    };
+    let bad_host = host_raw.is_some() && host_norm.is_none();
+    let missing_host = host_raw.is_none() && parts.version == http::Version::HTTP_11;
+    let (server_idx, server_caps) = gen.vhosts.select(conn.local, host_norm.as_deref());
+    let server = &http.servers[server_idx];
+    let host = host_norm
+        .clone()
+        .unwrap_or_else(|| server.primary_name.clone());
+
+    let mut state = RequestState {
+        gen: gen.clone(),
+        conn: conn.clone(),
+        connection_requests,
+        parts,
+        uri: String::new(),
+        host,
+        server_idx,
+        captures: server_caps,
+        start,
+        start_wall,
+        request_length,
+        settings: server.settings.clone(),
+        proxy: None,
+    };
+    let tokens = server.settings.server_tokens;
+
+    if bad_host || missing_host {
+        return Ok(finish(state, pages::error(400, tokens, true)));
+    }
+    if has_smuggling_shape(&state.parts.headers) {
+        return Ok(finish(state, pages::error(400, tokens, true)));
+    }
+    let merge = server.settings.merge_slashes;
+    state.uri = match super::uri::normalize(state.parts.uri.path(), merge) {
+        Ok(u) => u,
+        Err(_) => return Ok(finish(state, pages::error(400, tokens, true))),
+    };
+
+    if let Some(r) = &server.server_return {
+        let resp = returned(&state, r);
+        return Ok(finish(state, resp));
+    }
+
+    let Some((location, loc_caps)) = gen.locations[server_idx].find(&state.uri) else {
+        return Ok(finish(state, pages::error(404, tokens, false)));
+    };
+    if loc_caps.is_some() {
+        state.captures = loc_caps;
+    }
+    state.settings = location.settings.clone();
+    let tokens = state.settings.server_tokens;
+    if location.internal {
+        return Ok(finish(state, pages::error(404, tokens, false)));
+    }
+
+    match &location.handler {
+        Handler::Return(r) => {
+            let resp = returned(&state, r);
+            Ok(finish(state, resp))
+        }
+        Handler::None => Ok(finish(state, pages::error(404, tokens, false))),
+        Handler::Proxy(pp) => {
+            if let Some(len) = content_length(&state.parts.headers) {
+                let max = state.settings.client_max_body_size;
+                if max != 0 && len > max {
+                    tracing::error!(
+                        "client intended to send too large body: {len} bytes, client: {}, server: {}, request: \"{} {}\"",
+                        state.conn.info.remote.ip(),
+                        server.primary_name,
+                        state.parts.method,
+                        state.parts.uri
+                    );
+                    return Ok(finish(state, pages::error(413, tokens, true)));
+                }
+            }
+            state.proxy = Some(pp.clone());
+            let matcher = location.matcher.clone();
+            Ok(crate::proxy::forward(state, &matcher, body, client_upgrade).await)
+        }
+    }
+}
+
+/// Answers `return`, rendering its text or URL with the request's variables.
+fn returned(state: &RequestState, r: &Return) -> Response<ProxyBody> {
+    let text = r.text.as_ref().map(|t| {
+        let mut out = Vec::new();
+        t.render(&state.vars(None, None), &mut out);
+        out
+    });
+    pages::returned(
+        r.code,
+        text,
+        state.settings.server_tokens,
+        &state.settings.default_type,
+    )
+}
+
+/// The request's Content-Length, when it has exactly one valid one.
+pub fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    let v = h.get(header::CONTENT_LENGTH)?;
+    v.to_str().ok()?.trim().parse().ok()
+}
+
+/// nginx refuses Content-Length together with Transfer-Encoding, and
+/// Content-Length headers that disagree.
+fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
+    let cls: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    let te = h.contains_key(header::TRANSFER_ENCODING);
+    (te && !cls.is_empty())
+        || cls.len() > 1
+        || cls
+            .first()
+            .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit) || v.is_empty())
+}
+
+/// Adds the access-log hook and nginx's response headers to a response
+/// sluice made itself.
+pub fn finish(state: RequestState, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    add_server_header(&mut resp, state.settings.server_tokens);
+    let info = ResponseInfo {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body_bytes_sent: 0,
+        bytes_sent: 0,
+    };
+    let hook = Box::new(LogWhenDone {
+        state,
+        resp: info,
+        upstream: None,
+    });
+    resp.map(|b| crate::proxy::body::Finished::new(b, hook).boxed())
+}
+
+pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
+    resp.headers_mut().insert(
+        header::SERVER,
+        http::HeaderValue::from_static(pages::server_token(tokens)),
+    );
+}
