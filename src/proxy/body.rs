@@ -227,3 +227,50 @@ where
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// Raises a flag once the body has been sent to its end.
+    pub struct SentFlag<B> {
+        #[pin]
+        inner: B,
+        flag: Arc<AtomicBool>,
+    }
+}
+
+impl<B> SentFlag<B> {
+    pub fn new(inner: B, flag: Arc<AtomicBool>) -> Self {
+        SentFlag { inner, flag }
+    }
+}
+
+impl<B> Body for SentFlag<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this.flag.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.flag.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -14,7 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{self, BodyError, Finished, Limited, ProxyBody, Timed};
+use super::body::{self, BodyError, Finished, Limited, ProxyBody, SentFlag, Timed};
 use super::headers;
 use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
@@ -193,14 +193,16 @@ pub async fn forward(
         out
     });
     let mut tried = Tried::default();
+    // nginx gives a request one try per peer, fewer if configured.
     let max_tries = match settings.proxy_next_upstream_tries {
-        0 => usize::MAX,
-        n => n as usize,
+        0 => group.tries(),
+        n => (n as usize).min(group.tries()),
     };
     let deadline = (!settings.proxy_next_upstream_timeout.is_zero())
         .then(|| Instant::now() + settings.proxy_next_upstream_timeout);
     let mut up_info = UpstreamInfo::default();
     let mut attempts = 0usize;
+    let mut last_status = 0u16;
     let idempotent = matches!(
         method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
@@ -217,6 +219,10 @@ pub async fn forward(
             &mut tried,
         ) {
             Ok(p) => p,
+            // Every peer has had its try: nginx answers with the last failure.
+            Err(PickError::NoLiveUpstreams) if last_status != 0 => {
+                return finish_error(state, last_status, tokens, up_info);
+            }
             Err(PickError::NoLiveUpstreams) => {
                 tracing::error!(
                     "no live upstreams while connecting to upstream, client: {}, server: {}, request: \"{} {}\", upstream: \"{}\"",
@@ -264,6 +270,7 @@ pub async fn forward(
                         &secs(ok.header_time),
                         &secs(t0.elapsed()),
                     );
+                    last_status = status;
                     continue;
                 }
                 peer.success();
@@ -322,6 +329,7 @@ pub async fn forward(
                     && attempts < max_tries
                     && deadline.is_none_or(|d| Instant::now() < d);
                 if may_retry {
+                    last_status = status;
                     continue;
                 }
                 return finish_error(state, status, tokens, up_info);
@@ -417,19 +425,26 @@ async fn attempt(
         // The connection ends when the exchange (or the tunnel's take-over) is done.
         let _ = conn.with_upgrades().await;
     });
-    let send = sender.send_request(req);
-    // nginx times the wait for the header from the end of sending; hyper
-    // sends and reads concurrently, so the timer covers both, starting now.
-    let wait = settings.proxy_read_timeout.max(settings.proxy_send_timeout);
-    let _ = upgrade;
-    match tokio::time::timeout(wait, send).await {
-        Err(_) => Err(AttemptError::HeaderTimeout),
-        Ok(Err(e)) => Err(classify(e)),
-        Ok(Ok(response)) => Ok(Attempt {
-            response,
-            connect_time,
-            header_time: t0.elapsed(),
-        }),
+    let sent = Arc::new(AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, SentFlag::new(body, sent.clone()).boxed());
+    let mut send = std::pin::pin!(sender.send_request(req));
+    // nginx starts proxy_read_timeout once the request is sent; a body still
+    // streaming is guarded by its own timeouts.
+    loop {
+        match tokio::time::timeout(settings.proxy_read_timeout, send.as_mut()).await {
+            Err(_) if sent.load(Ordering::Acquire) => return Err(AttemptError::HeaderTimeout),
+            Err(_) => continue,
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(response)) => {
+                let _ = upgrade;
+                return Ok(Attempt {
+                    response,
+                    connect_time,
+                    header_time: t0.elapsed(),
+                });
+            }
+        }
     }
 }
 

@@ -59,6 +59,9 @@ impl Upstreams {
     }
 }
 impl Group {
+    pub fn tries(&self) -> usize {
+        self.conf.servers.iter().map(|s| s.addrs.len()).sum()
+    }
     pub fn hash_key_template(&self) -> Option<&Template> {
         None
     }

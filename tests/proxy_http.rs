@@ -1,0 +1,193 @@
+//! The HTTP proxy through the real binary: what the upstream receives and
+//! what the client gets, for nginx's rules.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::backend::{Backend, Reply};
+use common::{main_block, raw_exchange, status_of, Sluice};
+
+fn conf(port: u16, server_body: &str, http_extra: &str) -> String {
+    format!(
+        "{}http {{\n access_log logs/access.log;\n{http_extra}\n server {{\n  listen 127.0.0.1:{port};\n  server_name localhost;\n{server_body}\n }}\n}}\n",
+        main_block()
+    )
+}
+
+fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    raw_exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn body_of(resp: &[u8]) -> &[u8] {
+    let i = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
+    &resp[i..]
+}
+
+#[test]
+fn default_request_headers_are_nginx_s() {
+    let b = Backend::ok("hello");
+    let port = common::free_port();
+    let s = Sluice::start(
+        "defaults",
+        &conf(
+            port,
+            &format!("location / {{ proxy_pass http://{}; }}", b.addr),
+            "",
+        ),
+    );
+    let resp = get(([127, 0, 0, 1], port).into(), "/a?x=1");
+    assert_eq!(status_of(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(body_of(&resp), b"hello");
+    let r = b.last();
+    // proxy_http_version defaults to 1.0, Host is $proxy_host, Connection close.
+    assert_eq!(r.request_line, "GET /a?x=1 HTTP/1.0");
+    assert_eq!(r.header("host"), Some(b.addr.to_string().as_str()));
+    assert_eq!(r.header("connection"), Some("close"));
+    drop(s);
+}
+
+#[test]
+fn proxy_set_header_templates_and_removal() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{\n proxy_pass http://{};\n proxy_http_version 1.1;\n proxy_set_header Host $host;\n proxy_set_header X-Real-IP $remote_addr;\n proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n proxy_set_header User-Agent \"\";\n}}",
+        b.addr
+    );
+    let _s = Sluice::start("set-header", &conf(port, &loc, ""));
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t/1\r\nX-Forwarded-For: 10.0.0.1\r\nKeep-Alive: 5\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&resp), 200);
+    let r = b.last();
+    assert_eq!(r.request_line, "GET / HTTP/1.1");
+    assert_eq!(r.header("host"), Some("localhost"));
+    assert_eq!(r.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+    // An empty value removes the header; hop-by-hop Keep-Alive never passes.
+    assert_eq!(r.header("user-agent"), None);
+    assert_eq!(r.header("keep-alive"), None);
+}
+
+#[test]
+fn proxy_pass_with_uri_replaces_the_location_prefix() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!("location /app/ {{ proxy_pass http://{}/v2/; }}", b.addr);
+    let _s = Sluice::start("uri-map", &conf(port, &loc, ""));
+    let resp = get(([127, 0, 0, 1], port).into(), "/app/users?id=3");
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(b.last().request_line, "GET /v2/users?id=3 HTTP/1.0");
+}
+
+#[test]
+fn request_body_reaches_the_upstream() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let _s = Sluice::start("body", &conf(port, &loc, ""));
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"POST /p HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(status_of(&resp), 200);
+    let r = b.last();
+    assert_eq!(r.body, b"hello");
+    assert_eq!(r.header("content-length"), Some("5"));
+}
+
+#[test]
+fn refused_upstream_is_502_and_logged() {
+    let dead = common::free_port();
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://127.0.0.1:{dead}; }}");
+    let s = Sluice::start("refused", &conf(port, &loc, ""));
+    let resp = get(([127, 0, 0, 1], port).into(), "/");
+    assert_eq!(status_of(&resp), 502);
+    assert!(String::from_utf8_lossy(body_of(&resp)).contains("502 Bad Gateway"));
+    drop(s);
+}
+
+#[test]
+fn upstream_silent_past_read_timeout_is_504() {
+    let b = Backend::start(Reply::Hang);
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{ proxy_pass http://{}; proxy_read_timeout 300ms; }}",
+        b.addr
+    );
+    let _s = Sluice::start("read-timeout", &conf(port, &loc, ""));
+    let resp = get(([127, 0, 0, 1], port).into(), "/");
+    assert_eq!(status_of(&resp), 504);
+}
+
+#[test]
+fn upstream_closing_without_answer_is_502() {
+    let b = Backend::start(Reply::Close);
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let _s = Sluice::start("closed", &conf(port, &loc, ""));
+    let resp = get(([127, 0, 0, 1], port).into(), "/");
+    assert_eq!(status_of(&resp), 502);
+}
+
+#[test]
+fn return_text_and_redirect() {
+    let port = common::free_port();
+    let body = "location /t { return 200 \"hi $request_method\"; }\n location /r { return 301 http://example.com/x; }";
+    let _s = Sluice::start("return", &conf(port, body, ""));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let resp = get(addr, "/t");
+    assert_eq!(status_of(&resp), 200);
+    let resp = get(addr, "/r");
+    assert_eq!(status_of(&resp), 301);
+    assert!(String::from_utf8_lossy(&resp)
+        .to_ascii_lowercase()
+        .contains("location: http://example.com/x"));
+}
+
+#[test]
+fn declared_body_over_client_max_body_size_is_413() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{ proxy_pass http://{}; client_max_body_size 10; }}",
+        b.addr
+    );
+    let _s = Sluice::start("413", &conf(port, &loc, ""));
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(status_of(&resp), 413);
+    assert_eq!(b.count(), 0);
+}
+
+#[test]
+fn response_hop_by_hop_and_hidden_headers_are_dropped() {
+    let b = Backend::start(Reply::Fixed(
+        200,
+        vec![
+            ("X-Accel-Redirect".into(), "/secret".into()),
+            ("X-App".into(), "yes".into()),
+            ("Keep-Alive".into(), "timeout=5".into()),
+        ],
+        b"ok".to_vec(),
+    ));
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let _s = Sluice::start("resp-headers", &conf(port, &loc, ""));
+    let resp =
+        String::from_utf8_lossy(&get(([127, 0, 0, 1], port).into(), "/")).to_ascii_lowercase();
+    assert!(resp.contains("x-app: yes"), "{resp}");
+    assert!(!resp.contains("x-accel-redirect"), "{resp}");
+    assert!(!resp.contains("keep-alive: timeout"), "{resp}");
+}
