@@ -13,6 +13,10 @@ pub struct SrcLoc {
 
 impl fmt::Display for SrcLoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Directives from `-g`: nginx says just "in command line".
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{}", self.file.display(), self.line)
     }
 }

@@ -40,11 +40,12 @@ pub fn load(opts: &LoadOptions) -> Result<Config> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| opts.prefix.clone());
     let mut loader = Loader::new(conf_dir);
-    let mut tree = loader.load_file(&conf_path, None)?;
-    if let Some(g) = &opts.global_directives {
-        let extra = loader.parse_text(g, Arc::new(PathBuf::from("command line")))?;
-        tree.extend(extra);
-    }
+    // nginx reads `-g` before the file, so a duplicate is reported in the file.
+    let mut tree = match &opts.global_directives {
+        Some(g) => loader.parse_command_line(g)?,
+        None => Vec::new(),
+    };
+    tree.extend(loader.load_file(&conf_path, None)?);
     compile_tree(tree, loader, opts.prefix.clone(), conf_path)
 }
 
