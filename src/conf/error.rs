@@ -50,6 +50,13 @@ pub enum ConfErrorKind {
         /// nginx sometimes adds ", it must be ..." after the value.
         hint: String,
     },
+    /// What nginx's generic slot handlers say after the name:
+    /// `"client_max_body_size" directive invalid value`.
+    #[error("\"{directive}\" directive {what}")]
+    DirectiveSays {
+        directive: String,
+        what: &'static str,
+    },
     #[error("{0}")]
     Message(String),
     #[error("open() \"{path}\" failed ({reason})")]

@@ -83,12 +83,14 @@ pub fn parse_time(s: &str) -> Option<Duration> {
     seen_any.then(|| Duration::from_millis(total))
 }
 
-/// `on` / `off`.
+/// `on` / `off`, in any case as `ngx_conf_set_flag_slot()` accepts them.
 pub fn parse_flag(s: &str) -> Option<bool> {
-    match s {
-        "on" => Some(true),
-        "off" => Some(false),
-        _ => None,
+    if s.eq_ignore_ascii_case("on") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("off") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -116,6 +118,14 @@ mod tests {
         ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_ignore_case() {
+        assert_eq!(parse_flag("ON"), Some(true));
+        assert_eq!(parse_flag("Off"), Some(false));
+        assert_eq!(parse_flag("yes"), None);
+        assert_eq!(parse_flag("ö"), None);
     }
 
     #[test]
