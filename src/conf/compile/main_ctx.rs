@@ -148,16 +148,16 @@ fn compile_events(cx: &mut Cx, block: &Directive) -> Result<EventsConf> {
                 }
                 events.worker_connections = n as usize;
             }
-            "use" => {
+            "use"
                 if !matches!(
                     d.args[0].as_str(),
                     "epoll" | "poll" | "select" | "kqueue" | "eventport" | "/dev/poll"
-                ) {
-                    return Err(ConfError::msg(
-                        format!("invalid event type \"{}\"", d.args[0]),
-                        &d.loc,
-                    ));
-                }
+                ) =>
+            {
+                return Err(ConfError::msg(
+                    format!("invalid event type \"{}\"", d.args[0]),
+                    &d.loc,
+                ));
             }
             "accept_mutex_delay" => {
                 arg_time(d, 0)?;
