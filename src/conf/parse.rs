@@ -83,7 +83,7 @@ impl Loader {
                 None => ConfError::bare(kind),
             });
         }
-        let bytes = std::fs::read(path).map_err(open_err)?;
+        let bytes = self.read_bounded(path).map_err(open_err)?;
         self.total_bytes += bytes.len();
         let file = Arc::new(path.to_path_buf());
         if self.total_bytes > MAX_TOTAL_BYTES {
@@ -110,6 +110,23 @@ impl Loader {
         let result = self.parse_text(&text, file);
         self.include_stack.pop();
         result
+    }
+
+    /// Reads at most what the size bound still allows, plus one byte to
+    /// notice going over: `include /dev/zero;` must end. A FIFO would block
+    /// until a writer comes, so it is refused.
+    fn read_bounded(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::metadata(path)?.file_type().is_fifo() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let room = MAX_TOTAL_BYTES.saturating_sub(self.total_bytes) as u64 + 1;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(room)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Parses text that did not come from a file, as if read from `name`.
@@ -606,5 +623,28 @@ mod tests {
         assert!(matches!(e.kind, ConfErrorKind::IncludeCycle(_)), "{e}");
         assert_eq!(e.loc.unwrap().line, 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn endless_and_blocking_includes_end() {
+        let mut l = Loader::new("/");
+        let e = l.parse_text("include /dev/zero;", Arc::new(PathBuf::from("t.conf")));
+        // Too large (or not UTF-8), either way an error, not a hang.
+        assert!(e.is_err());
+        let dir = std::env::temp_dir().join(format!("sluice-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("f");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Loader::new(&dir)
+            .parse_text("include f;", Arc::new(PathBuf::from("t.conf")))
+            .unwrap_err();
+        assert!(matches!(e.kind, ConfErrorKind::Open { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let t = Loader::new("/")
+            .parse_text("include /dev/null;", Arc::new(PathBuf::from("t.conf")))
+            .unwrap();
+        assert!(t.is_empty());
     }
 }
