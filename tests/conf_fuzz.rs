@@ -151,7 +151,7 @@ fn seeds() -> Seeds {
 proptest! {
     #![proptest_config(ProptestConfig {
         // SLUICE_FUZZ_CASES=100000 for a longer run.
-        cases: std::env::var("SLUICE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2500),
+        cases: std::env::var("SLUICE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
