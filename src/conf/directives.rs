@@ -509,6 +509,171 @@ pub static DIRECTIVES: &[Spec] = &[
     d("check_http_expect_alive", UPSTREAM, AtLeast(1), LATER_CHECK),
     d("check_keepalive_requests", UPSTREAM, n(1), LATER_CHECK),
     d("check_status", LOCATION, Range(0, 1), LATER_CHECK),
+    // Other modules users commonly have in their configs: recognised so that
+    // those configs load, each named by a `[warn]` at load.
+    d("worker_rlimit_core", MAIN, n(1), LATER_OPS),
+    d("pcre_jit_stack_size", MAIN, n(1), NoEffect("no PCRE")),
+    b(
+        "stream",
+        MAIN,
+        n(0),
+        NoEffect("the stream (TCP/UDP) module is not implemented"),
+    ),
+    b(
+        "mail",
+        MAIN,
+        n(0),
+        NoEffect("the mail proxy module is not implemented"),
+    ),
+    b(
+        "geo",
+        HTTP,
+        Range(1, 2),
+        NoEffect("the geo module is not implemented yet"),
+    ),
+    b(
+        "split_clients",
+        HTTP,
+        n(2),
+        NoEffect("split_clients is not implemented yet"),
+    ),
+    d("real_ip_recursive", HSL, Flag, LATER_ACCESS),
+    d("valid_referers", SL, AtLeast(1), LATER_ACCESS),
+    d("auth_request", HSL, n(1), LATER_ACCESS),
+    d("auth_request_set", HSL, n(2), LATER_ACCESS),
+    d("limit_rate_after", HSL | LIF, n(1), LATER_ACCESS),
+    d("limit_req_log_level", HSL, n(1), LATER_ACCESS),
+    d("limit_conn_log_level", HSL, n(1), LATER_ACCESS),
+    d(
+        "mirror",
+        HSL,
+        n(1),
+        NoEffect("request mirroring is not implemented"),
+    ),
+    d(
+        "sub_filter",
+        HSL,
+        n(2),
+        NoEffect("response body filters are not implemented"),
+    ),
+    d(
+        "sub_filter_once",
+        HSL,
+        Flag,
+        NoEffect("response body filters are not implemented"),
+    ),
+    d(
+        "sub_filter_types",
+        HSL,
+        AtLeast(1),
+        NoEffect("response body filters are not implemented"),
+    ),
+    d(
+        "ssi",
+        HSL | LIF,
+        Flag,
+        NoEffect("server side includes are not implemented"),
+    ),
+    d(
+        "add_trailer",
+        HSL | LIF,
+        Range(2, 3),
+        NoEffect("headers filter not implemented yet"),
+    ),
+    d(
+        "empty_gif",
+        LOCATION,
+        n(0),
+        NoEffect("empty_gif is not implemented"),
+    ),
+    d(
+        "proxy_cookie_domain",
+        HSL,
+        Range(1, 2),
+        NoEffect("cookie rewriting is not implemented yet"),
+    ),
+    d(
+        "proxy_cookie_path",
+        HSL,
+        Range(1, 2),
+        NoEffect("cookie rewriting is not implemented yet"),
+    ),
+    d("proxy_store", HSL, n(1), NO_CACHE),
+    d("proxy_cache_revalidate", HSL, Flag, NO_CACHE),
+    d("proxy_cache_background_update", HSL, Flag, NO_CACHE),
+    d("proxy_cache_lock_timeout", HSL, n(1), NO_CACHE),
+    d(
+        "uwsgi_pass",
+        LOCATION | LIF,
+        n(1),
+        NoEffect("sluice has no uwsgi client"),
+    ),
+    d(
+        "uwsgi_param",
+        HSL,
+        Range(2, 3),
+        NoEffect("sluice has no uwsgi client"),
+    ),
+    d(
+        "scgi_pass",
+        LOCATION | LIF,
+        n(1),
+        NoEffect("sluice has no scgi client"),
+    ),
+    d(
+        "scgi_param",
+        HSL,
+        Range(2, 3),
+        NoEffect("sluice has no scgi client"),
+    ),
+    d(
+        "grpc_pass",
+        LOCATION | LIF,
+        n(1),
+        NoEffect("sluice has no gRPC client yet"),
+    ),
+    d(
+        "grpc_set_header",
+        HSL,
+        n(2),
+        NoEffect("sluice has no gRPC client yet"),
+    ),
+    d("ssl", HS, Flag, LATER_TLS),
+    d("ssl_buffer_size", HS, n(1), LATER_TLS),
+    d("ssl_session_ticket_key", HS, n(1), LATER_TLS),
+    d("ssl_verify_depth", HS, n(1), LATER_TLS),
+    d("ssl_crl", HS, n(1), LATER_TLS),
+    d("ssl_password_file", HS, n(1), LATER_TLS),
+    d("ssl_early_data", HS, Flag, LATER_TLS),
+    d("ssl_reject_handshake", HS, Flag, LATER_TLS),
+    d("ssl_conf_command", HS, n(2), LATER_TLS),
+    d("http2_push", HSL, n(1), LATER_H2),
+    d("http2_push_preload", HSL, Flag, LATER_H2),
+    d("http2_idle_timeout", HS, n(1), LATER_H2),
+    d(
+        "brotli",
+        HSL | LIF,
+        Flag,
+        NoEffect("third-party brotli module; gzip is supported"),
+    ),
+    d(
+        "brotli_comp_level",
+        HSL,
+        n(1),
+        NoEffect("third-party brotli module; gzip is supported"),
+    ),
+    d(
+        "brotli_types",
+        HSL,
+        AtLeast(1),
+        NoEffect("third-party brotli module; gzip is supported"),
+    ),
+    d(
+        "brotli_static",
+        HSL,
+        n(1),
+        NoEffect("third-party brotli module; gzip is supported"),
+    ),
 ];
 
 /// Looks a directive up by name for context `here`. A name may have one row
@@ -544,9 +709,92 @@ impl Arity {
     }
 }
 
+/// The directive table of docs/compat.md, one row per [`DIRECTIVES`] entry
+/// (plus `include`, which the parser handles), sorted by name.
+pub fn compat_table() -> String {
+    const CTX: [(u16, &str); 9] = [
+        (MAIN, "main"),
+        (EVENTS, "events"),
+        (HTTP, "http"),
+        (SERVER, "server"),
+        (LOCATION, "location"),
+        (UPSTREAM, "upstream"),
+        (SIF, "if in server"),
+        (LIF, "if in location"),
+        (LIMIT_EXCEPT, "limit_except"),
+    ];
+    let mut rows: Vec<[String; 4]> = DIRECTIVES
+        .iter()
+        .map(|s| {
+            let ctx: Vec<&str> = CTX
+                .iter()
+                .filter(|c| s.ctx & c.0 != 0)
+                .map(|c| c.1)
+                .collect();
+            let args = match s.arity {
+                Range(lo, hi) if lo == hi => lo.to_string(),
+                Range(lo, hi) => format!("{lo}-{hi}"),
+                AtLeast(lo) => format!("{lo}+"),
+                Flag => "on\\|off".into(),
+            };
+            let args = if s.block {
+                format!("{args} + block")
+            } else {
+                args
+            };
+            let status = match s.status {
+                Supported => "Supported".to_string(),
+                Differs(why) => format!("Differs: {why}"),
+                NoEffect(why) => format!("No effect: {why}"),
+            };
+            [format!("`{}`", s.name), ctx.join(", "), args, status]
+        })
+        .collect();
+    rows.push([
+        "`include`".into(),
+        "any".into(),
+        "1".into(),
+        "Supported".into(),
+    ]);
+    rows.sort_by(|a, b| a[0].trim_matches('`').cmp(b[0].trim_matches('`')));
+    let mut out =
+        String::from("| directive | contexts | arguments | status |\n|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/compat.md carries [`compat_table`] between these markers.
+    const BEGIN: &str = "<!-- BEGIN generated directive table -->\n";
+    const END: &str = "<!-- END generated directive table -->";
+
+    #[test]
+    fn compat_md_table_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compat.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/compat.md");
+        let (start, end) = match (doc.find(BEGIN), doc.find(END)) {
+            (Some(s), Some(e)) if s < e => (s + BEGIN.len(), e),
+            _ => panic!("docs/compat.md lacks the table markers {BEGIN:?} ... {END:?}"),
+        };
+        let table = compat_table();
+        if doc[start..end] == table {
+            return;
+        }
+        if std::env::var_os("SLUICE_UPDATE_COMPAT").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(&path, updated).expect("write docs/compat.md");
+            return;
+        }
+        panic!(
+            "docs/compat.md's directive table is out of date with src/conf/directives.rs; \
+             run `SLUICE_UPDATE_COMPAT=1 cargo test --lib compat` to rewrite it"
+        );
+    }
 
     #[test]
     fn rows_of_one_name_have_disjoint_contexts() {

@@ -13,6 +13,10 @@ pub struct SrcLoc {
 
 impl fmt::Display for SrcLoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Directives from `-g`: nginx says just "in command line".
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{}", self.file.display(), self.line)
     }
 }
@@ -45,6 +49,13 @@ pub enum ConfErrorKind {
         value: String,
         /// nginx sometimes adds ", it must be ..." after the value.
         hint: String,
+    },
+    /// What nginx's generic slot handlers say after the name:
+    /// `"client_max_body_size" directive invalid value`.
+    #[error("\"{directive}\" directive {what}")]
+    DirectiveSays {
+        directive: String,
+        what: &'static str,
     },
     #[error("{0}")]
     Message(String),

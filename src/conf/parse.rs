@@ -11,7 +11,8 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 pub const MAX_FILES: usize = 4096;
 
-/// One directive: `name arg arg;` or `name arg { ... }`.
+/// One directive: `name arg arg;` or `name arg { ... }`. Its `loc` is where
+/// nginx would point an error about it: the line of the `;` or `{` that ends it.
 #[derive(Clone, Debug)]
 pub struct Directive {
     pub name: String,
@@ -82,7 +83,7 @@ impl Loader {
                 None => ConfError::bare(kind),
             });
         }
-        let bytes = std::fs::read(path).map_err(open_err)?;
+        let bytes = self.read_bounded(path).map_err(open_err)?;
         self.total_bytes += bytes.len();
         let file = Arc::new(path.to_path_buf());
         if self.total_bytes > MAX_TOTAL_BYTES {
@@ -111,9 +112,35 @@ impl Loader {
         result
     }
 
-    /// Parses text that did not come from a file (`-g`), as if read from `name`.
+    /// Reads at most what the size bound still allows, plus one byte to
+    /// notice going over: `include /dev/zero;` must end. A FIFO would block
+    /// until a writer comes, so it is refused.
+    fn read_bounded(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::metadata(path)?.file_type().is_fifo() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let room = MAX_TOTAL_BYTES.saturating_sub(self.total_bytes) as u64 + 1;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(room)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Parses text that did not come from a file, as if read from `name`.
     pub fn parse_text(&mut self, text: &str, file: Arc<PathBuf>) -> Result<Vec<Directive>> {
         let mut lexer = Lexer::new(text, file);
+        self.parse_block(&mut lexer, 0, true)
+    }
+
+    /// Parses `-g` directives. nginx names their place `command line`, with
+    /// no line number (line 0 displays without one).
+    pub fn parse_command_line(&mut self, text: &str) -> Result<Vec<Directive>> {
+        let mut lexer = Lexer::new(text, Arc::new(PathBuf::from("command line")));
+        lexer.line = 0;
+        lexer.count_lines = false;
         self.parse_block(&mut lexer, 0, true)
     }
 
@@ -140,7 +167,10 @@ impl Loader {
                 }
                 Statement::Directive { mut words, loc } => {
                     let name = words.remove(0);
-                    if name == "include" && words.len() == 1 {
+                    if name == "include" {
+                        if words.len() != 1 {
+                            return Err(ConfError::at(ConfErrorKind::InvalidArgCount(name), &loc));
+                        }
                         out.extend(self.include(&words[0], &loc)?);
                         continue;
                     }
@@ -156,6 +186,9 @@ impl Loader {
                         return Err(ConfError::at(ConfErrorKind::TooDeep(MAX_DEPTH), &loc));
                     }
                     let name = words.remove(0);
+                    if name == "include" {
+                        return Err(ConfError::at(ConfErrorKind::NotTerminated(name), &loc));
+                    }
                     let block = self.parse_block(lx, depth + 1, false)?;
                     out.push(Directive {
                         name,
@@ -225,6 +258,7 @@ struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
     line: u32,
+    count_lines: bool,
     file: Arc<PathBuf>,
 }
 
@@ -234,6 +268,7 @@ impl<'a> Lexer<'a> {
             src: text.as_bytes(),
             pos: 0,
             line: 1,
+            count_lines: true,
             file,
         }
     }
@@ -252,7 +287,7 @@ impl<'a> Lexer<'a> {
     fn bump(&mut self) -> Option<u8> {
         let ch = *self.src.get(self.pos)?;
         self.pos += 1;
-        if ch == b'\n' {
+        if ch == b'\n' && self.count_lines {
             self.line += 1;
         }
         Some(ch)
@@ -261,10 +296,11 @@ impl<'a> Lexer<'a> {
     /// Reads words up to `;`, `{`, `}` or the end of the input.
     fn next_statement(&mut self) -> Result<Statement> {
         let mut words: Vec<String> = Vec::new();
-        let mut start_line = self.line;
+        // A character already consumed that starts the next word.
+        let mut pending = None;
         loop {
             // Between words.
-            let Some(ch) = self.bump() else {
+            let Some(ch) = pending.take().or_else(|| self.bump()) else {
                 if words.is_empty() {
                     return Ok(Statement::Eof);
                 }
@@ -276,7 +312,7 @@ impl<'a> Lexer<'a> {
                     if words.is_empty() {
                         return Err(self.error(ConfErrorKind::Unexpected(ch as char)));
                     }
-                    let loc = self.loc(start_line);
+                    let loc = self.loc(self.line);
                     return Ok(if ch == b'{' {
                         Statement::BlockStart { words, loc }
                     } else {
@@ -299,24 +335,23 @@ impl<'a> Lexer<'a> {
                 }
                 _ => {}
             }
-            if words.is_empty() {
-                start_line = self.line;
-            }
             let (word, terminator) = self.read_word(ch)?;
             words.push(word);
             match terminator {
                 Some(b';') => {
                     return Ok(Statement::Directive {
                         words,
-                        loc: self.loc(start_line),
+                        loc: self.loc(self.line),
                     })
                 }
                 Some(b'{') => {
                     return Ok(Statement::BlockStart {
                         words,
-                        loc: self.loc(start_line),
+                        loc: self.loc(self.line),
                     })
                 }
+                // `if ($a = "b")`: nginx starts a new word with the `)`.
+                Some(b')') => pending = Some(b')'),
                 _ => {}
             }
         }
@@ -381,7 +416,7 @@ impl<'a> Lexer<'a> {
         };
         match ch {
             b' ' | b'\t' | b'\r' | b'\n' => Ok(None),
-            b';' | b'{' => Ok(Some(ch)),
+            b';' | b'{' | b')' => Ok(Some(ch)),
             _ => {
                 let c = std::str::from_utf8(&self.src[self.pos - 1..])
                     .ok()
@@ -476,7 +511,8 @@ mod tests {
     #[test]
     fn escapes() {
         let t = parse(r#"a "x\"y" "\t" "\d" b\;c;"#).unwrap();
-        assert_eq!(t[0].args, ["x\"y", "\t", "\\d", "b;c"]);
+        // nginx keeps `\;` as two characters, like any escape it does not know.
+        assert_eq!(t[0].args, ["x\"y", "\t", "\\d", "b\\;c"]);
     }
 
     #[test]
@@ -512,5 +548,103 @@ mod tests {
             parse(&deep).unwrap_err().kind,
             ConfErrorKind::TooDeep(_)
         ));
+    }
+
+    #[test]
+    fn directive_line_is_where_it_ends() {
+        // nginx points at the line of the `;` or `{` (cf->conf_file->line).
+        let t = parse("log_format a\n  'x'\n  'y';\nserver\n{\n}\n").unwrap();
+        assert_eq!(t[0].loc.line, 3);
+        assert_eq!(t[1].loc.line, 5);
+        assert_eq!(
+            err("a\n\nb\n{ c d\n;\n"),
+            "unexpected end of file, expecting \"}\" in t.conf:6"
+        );
+    }
+
+    #[test]
+    fn paren_after_quote_starts_a_word() {
+        let t = parse("if ($a = \"b\") { return 204; }\nif ($a ~ 'x')\n{ }").unwrap();
+        assert_eq!(t[0].args, ["($a", "=", "b", ")"]);
+        assert_eq!(t[1].args, ["($a", "~", "x", ")"]);
+        let t = parse("a \"b\")c;").unwrap();
+        assert_eq!(t[0].args, ["b", ")c"]);
+    }
+
+    #[test]
+    fn non_ascii_after_quote_is_named_whole() {
+        assert_eq!(err("a \"b\"é;"), "unexpected \"é\" in t.conf:1");
+        assert_eq!(err("a\n'b'这;"), "unexpected \"这\" in t.conf:2");
+    }
+
+    #[test]
+    fn include_arity_and_block() {
+        assert_eq!(
+            err("include;"),
+            "invalid number of arguments in \"include\" directive in t.conf:1"
+        );
+        assert_eq!(
+            err("include a b;"),
+            "invalid number of arguments in \"include\" directive in t.conf:1"
+        );
+        assert_eq!(
+            err("include a {}"),
+            "directive \"include\" is not terminated by \";\" in t.conf:1"
+        );
+    }
+
+    #[test]
+    fn command_line_has_no_line_number() {
+        let e = Loader::new("/nonexistent")
+            .parse_command_line("a;\nb {")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unexpected end of file, expecting \"}\" in command line"
+        );
+    }
+
+    #[test]
+    fn include_cycle_and_glob_relative_to_conf_dir() {
+        let dir = std::env::temp_dir().join(format!("sluice-parse-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/b.conf"), "b;\n").unwrap();
+        std::fs::write(dir.join("d/a.conf"), "a;\n").unwrap();
+        std::fs::write(dir.join("main.conf"), "include d/*.conf;\nz;\n").unwrap();
+        std::fs::write(dir.join("loop.conf"), "x;\ninclude loop.conf;\n").unwrap();
+        let mut l = Loader::new(&dir);
+        let t = l.load_file(&dir.join("main.conf"), None).unwrap();
+        let names: Vec<_> = t.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "z"]);
+        assert!(t[0].loc.file.ends_with("d/a.conf"));
+        let e = Loader::new(&dir)
+            .load_file(&dir.join("loop.conf"), None)
+            .unwrap_err();
+        assert!(matches!(e.kind, ConfErrorKind::IncludeCycle(_)), "{e}");
+        assert_eq!(e.loc.unwrap().line, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn endless_and_blocking_includes_end() {
+        let mut l = Loader::new("/");
+        let e = l.parse_text("include /dev/zero;", Arc::new(PathBuf::from("t.conf")));
+        // Too large (or not UTF-8), either way an error, not a hang.
+        assert!(e.is_err());
+        let dir = std::env::temp_dir().join(format!("sluice-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("f");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Loader::new(&dir)
+            .parse_text("include f;", Arc::new(PathBuf::from("t.conf")))
+            .unwrap_err();
+        assert!(matches!(e.kind, ConfErrorKind::Open { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let t = Loader::new("/")
+            .parse_text("include /dev/null;", Arc::new(PathBuf::from("t.conf")))
+            .unwrap();
+        assert!(t.is_empty());
     }
 }

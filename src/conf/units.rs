@@ -61,9 +61,12 @@ pub fn parse_time(s: &str) -> Option<Duration> {
                         return None;
                     }
                 }
-                Some(_) => {
-                    let u = &rest[..1];
-                    (UNITS.iter().position(|(name, _)| *name == u)?, 1)
+                Some(&u) => {
+                    // Compare bytes: slicing `rest` at 1 would split a multi-byte char.
+                    (
+                        UNITS.iter().position(|(name, _)| name.as_bytes() == [u])?,
+                        1,
+                    )
                 }
             }
         };
@@ -80,12 +83,14 @@ pub fn parse_time(s: &str) -> Option<Duration> {
     seen_any.then(|| Duration::from_millis(total))
 }
 
-/// `on` / `off`.
+/// `on` / `off`, in any case as `ngx_conf_set_flag_slot()` accepts them.
 pub fn parse_flag(s: &str) -> Option<bool> {
-    match s {
-        "on" => Some(true),
-        "off" => Some(false),
-        _ => None,
+    if s.eq_ignore_ascii_case("on") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("off") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -100,9 +105,27 @@ mod tests {
         assert_eq!(parse_size("80m"), Some(80 << 20));
         assert_eq!(parse_size("7g"), Some(7 << 30));
         assert_eq!(parse_size("7G"), Some(7 << 30));
-        for bad in ["", "k", "5q", "-1", "1.5k", "99999999999999999999g"] {
+        for bad in [
+            "",
+            "k",
+            "5q",
+            "-1",
+            "1.5k",
+            "99999999999999999999g",
+            "5é",
+            "é",
+            "ж5k",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_ignore_case() {
+        assert_eq!(parse_flag("ON"), Some(true));
+        assert_eq!(parse_flag("Off"), Some(false));
+        assert_eq!(parse_flag("yes"), None);
+        assert_eq!(parse_flag("ö"), None);
     }
 
     #[test]
@@ -118,7 +141,9 @@ mod tests {
         assert_eq!(ms("1h 30m"), Some(5_400_000));
         assert_eq!(ms("1d12h"), Some(86_400_000 + 43_200_000));
         assert_eq!(ms("1m 5"), Some(65_000));
-        for bad in ["", "5q", "m", "30m 1h", "1s 1s", "5 5", "1.5s"] {
+        for bad in [
+            "", "5q", "m", "30m 1h", "1s 1s", "5 5", "1.5s", "5é", "1h5ж", "5€s",
+        ] {
             assert_eq!(ms(bad), None, "{bad}");
         }
     }

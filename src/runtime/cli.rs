@@ -195,10 +195,9 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         }
     };
     if args.test || args.dump {
-        if !args.quiet || args.dump {
-            for w in &config.warnings {
-                say(Some("warn"), w);
-            }
+        // nginx's -q hides only the two "ok" lines; warnings are log lines.
+        for w in &config.warnings {
+            say(Some("warn"), w);
         }
         if !args.quiet {
             say(
@@ -217,13 +216,15 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             );
         }
         if args.dump {
+            // As nginx: each file once, its text verbatim, then one newline.
             let mut out = std::io::stdout().lock();
+            let mut seen = std::collections::HashSet::new();
             for (path, text) in &config.sources.files {
+                if !seen.insert(path) {
+                    continue;
+                }
                 let _ = writeln!(out, "# configuration file {}:", path.display());
                 let _ = out.write_all(text.as_bytes());
-                if !text.ends_with('\n') {
-                    let _ = writeln!(out);
-                }
                 let _ = writeln!(out);
             }
         }

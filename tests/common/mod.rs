@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod backend;
+mod seed;
+
+pub use seed::*;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 

@@ -133,10 +133,8 @@ fn register_variables(reg: &mut VarRegistry, body: &[Directive]) -> Result<()> {
                     }
                 }
             }
-            "location" => {
-                if d.args.len() == 2 && (d.args[0] == "~" || d.args[0] == "~*") {
-                    add_captures(reg, &regex(&d.args[1], d.args[0] == "~*", &d.loc)?);
-                }
+            "location" if d.args.len() == 2 && (d.args[0] == "~" || d.args[0] == "~*") => {
+                add_captures(reg, &regex(&d.args[1], d.args[0] == "~*", &d.loc)?);
             }
             "set" => {
                 if let Some(name) = d.args.first().and_then(|a| a.strip_prefix('$')) {

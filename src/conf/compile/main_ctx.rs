@@ -1,6 +1,6 @@
 //! The main and events contexts.
 
-use super::{arg_flag, arg_num, arg_time, duplicate, http, invalid, Cx, EVENTS, MAIN};
+use super::{arg_flag, arg_num, arg_time, duplicate, http, invalid, slot_error, Cx, EVENTS, MAIN};
 use crate::conf::error::{ConfError, ConfErrorKind, Result};
 use crate::conf::model::{
     ErrorLog, ErrorLogTarget, EventsConf, HttpConf, LogLevel, MainConf, WorkerProcesses,
@@ -37,16 +37,19 @@ pub(super) fn compile(
             return Err(duplicate(d));
         }
         match d.name.as_str() {
-            "user" => main.user = Some((d.args[0].clone(), d.args.get(1).cloned())),
+            "user" => {
+                check_user(d)?;
+                main.user = Some((d.args[0].clone(), d.args.get(1).cloned()));
+            }
             "worker_processes" => {
                 main.worker_processes = if d.args[0] == "auto" {
                     WorkerProcesses::Auto
                 } else {
-                    let n = arg_num(d, 0)?;
-                    if n == 0 {
-                        return Err(invalid(d, &d.args[0]));
+                    // nginx: `"worker_processes" directive invalid value`.
+                    match arg_num(d, 0) {
+                        Ok(n) if n > 0 => WorkerProcesses::Count(n as usize),
+                        _ => return Err(slot_error(d, "invalid value")),
                     }
-                    WorkerProcesses::Count(n as usize)
                 }
             }
             "worker_rlimit_nofile" => main.worker_rlimit_nofile = Some(arg_num(d, 0)?),
@@ -85,6 +88,35 @@ pub(super) fn compile(
     Ok((main, events, http))
 }
 
+/// `user name [group]`: as nginx, the names must exist when running as root
+/// (the group defaults to the user's name); otherwise the directive is moot.
+fn check_user(d: &Directive) -> Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let user = &d.args[0];
+    let group = d.args.get(1).unwrap_or(user);
+    let c = |s: &str| std::ffi::CString::new(s).ok();
+    // SAFETY: both calls get a valid NUL-terminated string; the returned
+    // pointers are only tested for null, while loading is single-threaded.
+    let user_ok = c(user).is_some_and(|u| !unsafe { libc::getpwnam(u.as_ptr()) }.is_null());
+    if !user_ok {
+        return Err(ConfError::msg(
+            format!("getpwnam(\"{user}\") failed"),
+            &d.loc,
+        ));
+    }
+    let group_ok = c(group).is_some_and(|g| !unsafe { libc::getgrnam(g.as_ptr()) }.is_null());
+    if !group_ok {
+        return Err(ConfError::msg(
+            format!("getgrnam(\"{group}\") failed"),
+            &d.loc,
+        ));
+    }
+    Ok(())
+}
+
 /// `error_log file [level]`: `stderr`, `syslog:...`, or a path.
 pub(super) fn error_log(cx: &Cx, d: &Directive) -> Result<ErrorLog> {
     let target = match d.args[0].as_str() {
@@ -116,16 +148,16 @@ fn compile_events(cx: &mut Cx, block: &Directive) -> Result<EventsConf> {
                 }
                 events.worker_connections = n as usize;
             }
-            "use" => {
+            "use"
                 if !matches!(
                     d.args[0].as_str(),
                     "epoll" | "poll" | "select" | "kqueue" | "eventport" | "/dev/poll"
-                ) {
-                    return Err(ConfError::msg(
-                        format!("invalid event type \"{}\"", d.args[0]),
-                        &d.loc,
-                    ));
-                }
+                ) =>
+            {
+                return Err(ConfError::msg(
+                    format!("invalid event type \"{}\"", d.args[0]),
+                    &d.loc,
+                ));
             }
             "accept_mutex_delay" => {
                 arg_time(d, 0)?;

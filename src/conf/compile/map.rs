@@ -100,7 +100,7 @@ pub(super) fn compile(reg: &VarRegistry, d: &Directive) -> Result<MapConf> {
         }
     }
     // Longest wildcard first, as nginx's wildcard hash prefers the most specific.
-    map.wild_start.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-    map.wild_end.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    map.wild_start.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+    map.wild_end.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     Ok(map)
 }

@@ -40,11 +40,12 @@ pub fn load(opts: &LoadOptions) -> Result<Config> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| opts.prefix.clone());
     let mut loader = Loader::new(conf_dir);
-    let mut tree = loader.load_file(&conf_path, None)?;
-    if let Some(g) = &opts.global_directives {
-        let extra = loader.parse_text(g, Arc::new(PathBuf::from("command line")))?;
-        tree.extend(extra);
-    }
+    // nginx reads `-g` before the file, so a duplicate is reported in the file.
+    let mut tree = match &opts.global_directives {
+        Some(g) => loader.parse_command_line(g)?,
+        None => Vec::new(),
+    };
+    tree.extend(loader.load_file(&conf_path, None)?);
     compile_tree(tree, loader, opts.prefix.clone(), conf_path)
 }
 
@@ -167,25 +168,38 @@ pub(crate) fn invalid(d: &Directive, value: &str) -> ConfError {
     )
 }
 
+/// nginx's slot handlers name the directive but not the value.
+pub(crate) fn slot_error(d: &Directive, what: &'static str) -> ConfError {
+    ConfError::at(
+        ConfErrorKind::DirectiveSays {
+            directive: d.name.clone(),
+            what,
+        },
+        &d.loc,
+    )
+}
+
 pub(crate) fn arg_size(d: &Directive, i: usize) -> Result<u64> {
-    units::parse_size(&d.args[i]).ok_or_else(|| invalid(d, &d.args[i]))
+    let v = d.args.get(i).map(String::as_str).unwrap_or_default();
+    units::parse_size(v).ok_or_else(|| slot_error(d, "invalid value"))
 }
 
 pub(crate) fn arg_time(d: &Directive, i: usize) -> Result<std::time::Duration> {
-    units::parse_time(&d.args[i]).ok_or_else(|| invalid(d, &d.args[i]))
+    let v = d.args.get(i).map(String::as_str).unwrap_or_default();
+    units::parse_time(v).ok_or_else(|| slot_error(d, "invalid value"))
 }
 
 pub(crate) fn arg_flag(d: &Directive) -> bool {
-    // `Cx::check` already validated the value.
-    d.args[0] == "on"
+    // `Cx::check` already validated the value; nginx ignores its case.
+    d.args.first().is_some_and(|v| v.eq_ignore_ascii_case("on"))
 }
 
 pub(crate) fn arg_num(d: &Directive, i: usize) -> Result<u64> {
-    d.args[i]
-        .parse::<u64>()
+    let v = d.args.get(i).map(String::as_str).unwrap_or_default();
+    v.parse::<u64>()
         .ok()
-        .filter(|_| d.args[i].bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| invalid(d, &d.args[i]))
+        .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| slot_error(d, "invalid number"))
 }
 
 pub(crate) fn duplicate(d: &Directive) -> ConfError {

@@ -107,17 +107,15 @@ fn compile_locations(
             LocationMatch::Named(n) => (4, n.clone()),
         };
         // Regex locations may repeat in nginx; the others may not.
-        if key.0 < 2 || key.0 == 4 {
-            if seen.insert(key.clone(), ()).is_some() {
-                let shown = match &loc.matcher {
-                    LocationMatch::Named(n) => format!("@{n}"),
-                    _ => key.1,
-                };
-                return Err(ConfError::at(
-                    ConfErrorKind::DuplicateLocation(shown),
-                    &d.loc,
-                ));
-            }
+        if (key.0 < 2 || key.0 == 4) && seen.insert(key.clone(), ()).is_some() {
+            let shown = match &loc.matcher {
+                LocationMatch::Named(n) => format!("@{n}"),
+                _ => key.1,
+            };
+            return Err(ConfError::at(
+                ConfErrorKind::DuplicateLocation(shown),
+                &d.loc,
+            ));
         }
         out.push(loc);
     }
@@ -365,7 +363,7 @@ fn proxy_pass(hx: &mut HttpCx, d: &Directive, matcher: &LocationMatch) -> Result
     let upstream = match (port, hx.upstreams.get(host)) {
         (None, Some(u)) => u.clone(),
         _ => {
-            let key = format!("{authority}");
+            let key = authority.to_string();
             match hx.implicit.get(&key) {
                 Some(u) => u.clone(),
                 None => {
