@@ -3,5 +3,6 @@
 
 pub mod conf;
 pub mod runtime;
+pub mod server;
 pub mod tools;
 pub mod vars;
