@@ -4,4 +4,5 @@
 pub mod conf;
 pub mod runtime;
 pub mod tools;
+pub mod upstream;
 pub mod vars;
