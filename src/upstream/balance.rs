@@ -434,7 +434,7 @@ pub(super) fn chash_points(peers: &[Peer]) -> Vec<(u32, u32)> {
 
 /// Split a server string into host and port as nginx's init_chash does:
 /// `unix:` paths have no port; otherwise trailing digits after the last `:`.
-fn split_server(s: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split_server(s: &[u8]) -> (&[u8], &[u8]) {
     if s.len() >= 5 && s[..5].eq_ignore_ascii_case(b"unix:") {
         return (&s[5..], b"");
     }

@@ -445,3 +445,310 @@ fn least_conn_backup_and_tried() {
     assert_eq!((ix(&a), ix(&b), ix(&c)), (0, 1, 2));
     assert!(g.pick_at(&input(None), &mut t, T0).is_err());
 }
+
+// ---- ip_hash ----
+
+fn ip_pick(g: &Arc<Group>, ip: &str) -> usize {
+    let inp = PickInput {
+        client_ip: ip.parse().unwrap(),
+        hash_key: None,
+    };
+    ix(&g.pick_at(&inp, &mut Tried::new(), T0).unwrap())
+}
+
+const IPS: [&str; 9] = [
+    "192.168.1.10",
+    "192.168.1.200",
+    "10.0.0.1",
+    "172.16.5.4",
+    "8.8.8.8",
+    "203.0.113.77",
+    "2001:db8::1",
+    "::1",
+    "fe80::1234:5678",
+];
+
+#[test]
+fn ip_hash_matches_nginx() {
+    // Observed from nginx 1.22.1; by the formula, e.g. 192.168.1.10:
+    // 89 -> (89*113+192)%6271 = 3978 -> (3978*113+168)%6271 = 4441
+    // -> (4441*113+1)%6271 = 154; 154 % 3 = 1.
+    let g = group(Balance::IpHash, ports(&[1, 1, 1]));
+    let got: Vec<usize> = IPS.iter().map(|ip| ip_pick(&g, ip)).collect();
+    assert_eq!(got, [1, 1, 0, 1, 2, 0, 2, 2, 0]);
+    let g = group(Balance::IpHash, ports(&[3, 1, 2]));
+    let got: Vec<usize> = IPS.iter().map(|ip| ip_pick(&g, ip)).collect();
+    assert_eq!(got, [2, 2, 1, 2, 2, 0, 0, 2, 1]);
+    // Same /24, same peer.
+    let g = group(Balance::IpHash, ports(&[1, 1, 1]));
+    assert_eq!(ip_pick(&g, "192.168.1.10"), ip_pick(&g, "192.168.1.99"));
+}
+
+#[test]
+fn ip_hash_rehashes_past_unusable_peers() {
+    let mut s = ports(&[1, 1, 1]);
+    s[1].down = true;
+    let g = group(Balance::IpHash, s);
+    // 192.168.1.10 maps to peer 1 (down); the hash continues:
+    // (154*113+192)%6271 = 5322 -> ... until a usable peer comes up.
+    let p = ip_pick(&g, "192.168.1.10");
+    assert_ne!(p, 1);
+    assert_eq!(p, ip_pick(&g, "192.168.1.10"), "stable");
+    // Within one request, retries never repeat a peer.
+    let g = group(Balance::IpHash, ports(&[1, 1, 1]));
+    let inp = PickInput {
+        client_ip: "192.168.1.10".parse().unwrap(),
+        hash_key: None,
+    };
+    let mut t = Tried::new();
+    let mut seen: Vec<usize> = (0..3)
+        .map(|_| ix(&g.pick_at(&inp, &mut t, T0).unwrap()))
+        .collect();
+    assert_eq!(seen[0], 1);
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2]);
+    assert!(g.pick_at(&inp, &mut t, T0).is_err());
+}
+
+// ---- hash ----
+
+fn key_pick(g: &Arc<Group>, key: &str) -> usize {
+    ix(&g
+        .pick_at(&input(Some(key.as_bytes())), &mut Tried::new(), T0)
+        .unwrap())
+}
+
+// nginx saw `?k=hello%20world`; $arg_k is not decoded.
+const KEYS: [&str; 6] = ["/index.html", "/a", "/b", "user42", "x", "hello%20world"];
+
+fn hash_balance(consistent: bool) -> Balance {
+    Balance::Hash {
+        key: crate::vars::Template::literal("$arg_k"),
+        consistent,
+    }
+}
+
+#[test]
+fn hash_matches_nginx() {
+    // Observed from nginx 1.22.1 (`hash $arg_k`); the formula is
+    // ((crc32(key) >> 16) & 0x7fff) % total_weight, then the weighted walk.
+    let g = group(hash_balance(false), ports(&[1, 1, 1]));
+    let got: Vec<usize> = KEYS.iter().map(|k| key_pick(&g, k)).collect();
+    assert_eq!(got, [2, 1, 2, 0, 1, 0]);
+    let g = group(hash_balance(false), ports(&[2, 1, 1]));
+    let got: Vec<usize> = KEYS.iter().map(|k| key_pick(&g, k)).collect();
+    assert_eq!(got, [1, 0, 0, 2, 0, 2]);
+}
+
+#[test]
+fn hash_empty_key_is_round_robin_and_retries_rehash() {
+    let g = group(hash_balance(false), ports(&[1, 1, 1]));
+    let seq: Vec<usize> = (0..3).map(|_| key_pick(&g, "")).collect();
+    assert_eq!(seq, [0, 1, 2]);
+    let mut s = ports(&[1, 1, 1]);
+    s[2].down = true;
+    let g = group(hash_balance(false), s);
+    // "/index.html" maps to the down peer 2; the rehash lands elsewhere.
+    let p = key_pick(&g, "/index.html");
+    assert_ne!(p, 2);
+    assert_eq!(p, key_pick(&g, "/index.html"));
+    let g = group(hash_balance(false), ports(&[1, 1, 1]));
+    let mut t = Tried::new();
+    let k = input(Some(b"/index.html"));
+    let mut seen: Vec<usize> = (0..3)
+        .map(|_| ix(&g.pick_at(&k, &mut t, T0).unwrap()))
+        .collect();
+    assert_eq!(seen[0], 2);
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2]);
+}
+
+// ---- consistent hash ----
+
+/// nginx 1.22.1's answers for keys "key0".."key999" (digit = server index)
+/// for `hash $arg_k consistent` over 127.0.0.1:18081..18083 (CH), with
+/// 18082 weight=2 (CHW), and with 18082 removed (CH2, digits still name the
+/// original index).
+const NGINX_CH: &str = include_str!("testdata/ch.txt");
+const NGINX_CHW: &str = include_str!("testdata/chw.txt");
+const NGINX_CH2: &str = include_str!("testdata/ch2.txt");
+
+fn thousand(g: &Arc<Group>) -> String {
+    (0..1000)
+        .map(|i| {
+            let k = format!("key{i}");
+            let p = g
+                .pick_at(&input(Some(k.as_bytes())), &mut Tried::new(), T0)
+                .unwrap();
+            (b'0' + (p.addr().port() - 18081) as u8) as char
+        })
+        .collect()
+}
+
+#[test]
+fn consistent_hash_matches_nginx() {
+    let g = group(hash_balance(true), ports(&[1, 1, 1]));
+    let got: Vec<usize> = KEYS.iter().map(|k| key_pick(&g, k)).collect();
+    assert_eq!(got, [2, 0, 1, 2, 1, 1]);
+    assert_eq!(thousand(&g), NGINX_CH.trim());
+    let g = group(hash_balance(true), ports(&[1, 2, 1]));
+    assert_eq!(thousand(&g), NGINX_CHW.trim());
+    let g = group(
+        hash_balance(true),
+        vec![srv("127.0.0.1:18081", 1), srv("127.0.0.1:18083", 1)],
+    );
+    assert_eq!(thousand(&g), NGINX_CH2.trim());
+}
+
+#[test]
+fn consistent_hash_removal_moves_only_that_servers_keys() {
+    let full = thousand(&group(hash_balance(true), ports(&[1, 1, 1])));
+    let without = thousand(&group(
+        hash_balance(true),
+        vec![srv("127.0.0.1:18081", 1), srv("127.0.0.1:18083", 1)],
+    ));
+    let mut moved = 0;
+    for (a, b) in full.chars().zip(without.chars()) {
+        if a == '1' {
+            moved += 1;
+            assert_ne!(b, '1');
+        } else {
+            assert_eq!(a, b, "a key not on the removed server kept its server");
+        }
+    }
+    assert!(moved > 200 && moved < 450, "about a third moved: {moved}");
+}
+
+#[test]
+fn consistent_hash_points_and_server_split() {
+    use super::balance::{chash_points, split_server};
+    assert_eq!(
+        split_server(b"127.0.0.1:8080"),
+        (&b"127.0.0.1"[..], &b"8080"[..])
+    );
+    assert_eq!(split_server(b"backend"), (&b"backend"[..], &b""[..]));
+    assert_eq!(split_server(b"[::1]:80"), (&b"[::1]"[..], &b"80"[..]));
+    assert_eq!(split_server(b"unix:/tmp/s:1"), (&b"/tmp/s:1"[..], &b""[..]));
+    assert_eq!(split_server(b"host:x1"), (&b"host:x1"[..], &b""[..]));
+    let g = group(hash_balance(true), ports(&[1, 1, 1]));
+    let pts = chash_points(&g.peers()[..3]);
+    // 3 * 160 points, no collisions here; first points as the Python model
+    // (crc32(b"127.0.0.1\0" + b"18081" + prev.to_le_bytes()), sorted) gives.
+    assert_eq!(pts.len(), 480);
+    assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+    // Two addresses of one server line share its points and split its keys
+    // by round robin.
+    let mut s = srv("backend:80", 1);
+    s.addrs = vec![
+        "10.0.0.1:80".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    ];
+    let g = group(hash_balance(true), vec![s, srv("10.0.0.3:80", 1)]);
+    assert_eq!(chash_points(&g.peers()[..3]).len(), 320);
+}
+
+#[test]
+fn consistent_hash_skips_failed_server_and_retries() {
+    let mut s = ports(&[1, 1, 1]);
+    s[1].down = true;
+    let g = group(hash_balance(true), s);
+    let got = thousand(&g);
+    let full: Vec<char> = NGINX_CH.trim().chars().collect();
+    for (i, c) in got.chars().enumerate() {
+        assert_ne!(c, '1');
+        if full[i] != '1' {
+            assert_eq!(c, full[i]);
+        }
+    }
+    let g = group(hash_balance(true), ports(&[1, 1, 1]));
+    let k = input(Some(b"/index.html"));
+    let mut t = Tried::new();
+    let mut seen: Vec<usize> = (0..3)
+        .map(|_| ix(&g.pick_at(&k, &mut t, T0).unwrap()))
+        .collect();
+    assert_eq!(seen[0], 2);
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2]);
+    assert!(g.pick_at(&k, &mut t, T0).is_err());
+}
+
+// ---- random ----
+
+#[test]
+fn random_follows_weights() {
+    let g = group(
+        Balance::Random {
+            two: false,
+            least_conn: false,
+        },
+        ports(&[1, 2, 1]),
+    );
+    let mut n = [0usize; 3];
+    for _ in 0..8000 {
+        n[ix(&g.pick_at(&input(None), &mut Tried::new(), T0).unwrap())] += 1;
+    }
+    // Expected 2000/4000/2000; bounds are ~10 standard deviations wide.
+    assert!(n[0] > 1600 && n[0] < 2400, "{n:?}");
+    assert!(n[1] > 3550 && n[1] < 4450, "{n:?}");
+    assert!(n[2] > 1600 && n[2] < 2400, "{n:?}");
+}
+
+#[test]
+fn random_two_least_conn_balances_held_guards() {
+    let g = group(
+        Balance::Random {
+            two: true,
+            least_conn: true,
+        },
+        ports(&[1, 1, 1]),
+    );
+    let held: Vec<_> = (0..300)
+        .map(|_| g.pick_at(&input(None), &mut Tried::new(), T0).unwrap())
+        .collect();
+    let c: Vec<u32> = g.peers().iter().map(|p| p.state().conns()).collect();
+    // The lesser loaded of two distinct peers out of three is never the most
+    // loaded one, so loads stay within a couple of connections.
+    let (mx, mn) = (c.iter().max().unwrap(), c.iter().min().unwrap());
+    assert!(mx - mn <= 2, "{c:?}");
+    drop(held);
+}
+
+#[test]
+fn random_tried_and_skips() {
+    let mut s = ports(&[1, 1, 1]);
+    s[0].down = true;
+    let g = group(
+        Balance::Random {
+            two: false,
+            least_conn: false,
+        },
+        s,
+    );
+    for _ in 0..200 {
+        assert_ne!(
+            ix(&g.pick_at(&input(None), &mut Tried::new(), T0).unwrap()),
+            0
+        );
+    }
+    let mut t = Tried::new();
+    let mut seen: Vec<usize> = (0..2)
+        .map(|_| ix(&g.pick_at(&input(None), &mut t, T0).unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [1, 2]);
+    assert!(g.pick_at(&input(None), &mut t, T0).is_err());
+}
+
+#[test]
+fn tried_beyond_64_peers() {
+    let servers: Vec<_> = (0..100u16)
+        .map(|i| srv(&format!("127.0.0.1:{}", 20000 + i), 1))
+        .collect();
+    let g = group(Balance::RoundRobin, servers);
+    let mut t = Tried::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..100 {
+        assert!(seen.insert(g.pick_at(&input(None), &mut t, T0).unwrap().addr()));
+    }
+    assert!(g.pick_at(&input(None), &mut t, T0).is_err());
+}
