@@ -506,9 +506,9 @@ impl Upstreams {
             let g = Arc::new(Group::new(conf.clone(), &mut carried));
             let i = u.groups.len();
             u.by_ptr.insert(Arc::as_ptr(conf) as usize, i);
-            if !conf.implicit || !u.by_name.contains_key(&conf.name) {
-                u.by_name.entry(conf.name.clone()).or_insert(i);
-            }
+            // The compiler lists explicit upstreams before implicit ones, so
+            // the first of a name is the explicit one.
+            u.by_name.entry(conf.name.clone()).or_insert(i);
             u.groups.push(g);
         }
         u
