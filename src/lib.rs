@@ -2,6 +2,7 @@
 //! the nginx configuration language.
 
 pub mod conf;
+pub mod proxy;
 pub mod runtime;
 pub mod tools;
 pub mod vars;

@@ -1,0 +1,4 @@
+//! Forwarding to upstream peers; for now the byte tunnel of upgraded
+//! connections.
+
+pub mod tunnel;
