@@ -73,6 +73,10 @@ impl Default for RigOptions {
 pub async fn rig(opts: RigOptions) -> Rig {
     let (client, proxy_client) = pair_with(opts.client_rcvbuf, None).await;
     let (upstream, proxy_upstream) = pair_with(None, opts.upstream_sndbuf).await;
+    // As the proxy does under `tcp_nodelay on` (nginx's default), before the
+    // tunnel starts.
+    proxy_client.set_nodelay(true).expect("nodelay");
+    proxy_upstream.set_nodelay(true).expect("nodelay");
     let cancel = CancellationToken::new();
     let tunnel = tokio::spawn(tunnel::run(
         proxy_client,
