@@ -294,5 +294,6 @@ async fn the_future_is_small() {
     );
     let size = std::mem::size_of_val(&fut);
     println!("tunnel future: {size} bytes");
-    assert!(size < 1024, "tunnel future is {size} bytes");
+    // 496 bytes when written; the brief allows up to 1 KiB.
+    assert!(size < 640, "tunnel future is {size} bytes");
 }

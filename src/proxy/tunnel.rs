@@ -360,14 +360,21 @@ impl State {
 /// the upgrade request) is written to the upstream, and `upstream_pending`
 /// (bytes the upstream sent past its 101 response) to the client, before
 /// anything else each way.
-pub async fn run(
+///
+/// The caller applies `tcp_nodelay` to both sockets first, as nginx does when
+/// it switches to an upgraded connection.
+///
+/// A plain `fn` returning the future (rather than an `async fn`) so the
+/// arguments are moved into the state once instead of being kept beside it:
+/// the future stays small (see the `the_future_is_small` test).
+pub fn run(
     client: TcpStream,
     client_pending: Bytes,
     upstream: TcpStream,
     upstream_pending: Bytes,
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
-) -> TunnelStats {
+) -> impl Future<Output = TunnelStats> + Send {
     let mut st = State {
         client,
         upstream,
@@ -376,49 +383,53 @@ pub async fn run(
         timeouts,
         last_activity: Instant::now(),
     };
-    let sleep = tokio::time::sleep_until(st.next_deadline().0);
-    tokio::pin!(sleep);
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
+    // An async block, not an async fn: a fn's parameters would be stored
+    // twice in the future.
+    async move {
+        let sleep = tokio::time::sleep_until(st.next_deadline().0);
+        tokio::pin!(sleep);
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
 
-    let end = poll_fn(|cx| {
-        if cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(TunnelEnd::Cancelled);
-        }
-        if let Poll::Ready(end) = st.poll_copy(cx) {
-            return Poll::Ready(end);
-        }
-        loop {
-            let (deadline, kind) = st.next_deadline();
-            if deadline < sleep.deadline() {
+        let end = poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(TunnelEnd::Cancelled);
+            }
+            if let Poll::Ready(end) = st.poll_copy(cx) {
+                return Poll::Ready(end);
+            }
+            loop {
+                let (deadline, kind) = st.next_deadline();
+                if deadline < sleep.deadline() {
+                    sleep.as_mut().reset(deadline);
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer fired at its old deadline; activity since may have
+                // pushed the real one later.
+                if deadline <= Instant::now() {
+                    return Poll::Ready(TunnelEnd::Timeout(kind));
+                }
                 sleep.as_mut().reset(deadline);
             }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // The timer fired at its old deadline; activity since may have
-            // pushed the real one later.
-            if deadline <= Instant::now() {
-                return Poll::Ready(TunnelEnd::Timeout(kind));
-            }
-            sleep.as_mut().reset(deadline);
-        }
-    })
-    .await;
+        })
+        .await;
 
-    let leftover = match end {
-        TunnelEnd::Cancelled => Some(Leftover {
-            to_client: st.u2c.take_pending(),
-            to_upstream: st.c2u.take_pending(),
-            client: st.client,
-            upstream: st.upstream,
-        }),
-        _ => None,
-    };
-    TunnelStats {
-        client_to_upstream: st.c2u.written,
-        upstream_to_client: st.u2c.written,
-        end,
-        leftover,
+        let leftover = match end {
+            TunnelEnd::Cancelled => Some(Leftover {
+                to_client: st.u2c.take_pending(),
+                to_upstream: st.c2u.take_pending(),
+                client: st.client,
+                upstream: st.upstream,
+            }),
+            _ => None,
+        };
+        TunnelStats {
+            client_to_upstream: st.c2u.written,
+            upstream_to_client: st.u2c.written,
+            end,
+            leftover,
+        }
     }
 }
