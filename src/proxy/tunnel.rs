@@ -16,20 +16,19 @@
 //!
 //! # Timeouts, as nginx applies them to upgraded connections
 //!
-//! nginx (`ngx_http_upstream_process_upgraded`, unchanged in substance up to
-//! 1.22+) runs one handler for every read or write event on either socket. At
+//! nginx (`ngx_http_upstream_process_upgraded` in `ngx_http_upstream.c`) runs one handler for every read or write event on either socket. At
 //! the end of each run it (re)arms:
 //!
 //! * the upstream read timer with `proxy_read_timeout` whenever the upstream
 //!   has nothing to read. Because the handler runs for traffic in *either*
 //!   direction, this is the tunnel's idle timer: the tunnel is closed
-//!   ("upstream timed out", 504 in the log) after `proxy_read_timeout` with no
+//!   ("upstream timed out" in the error log) after `proxy_read_timeout` with no
 //!   traffic in *either* direction; traffic from the client alone keeps it
 //!   open, and so does traffic from the upstream alone;
 //! * the upstream write timer with `proxy_send_timeout` while a write to the
 //!   upstream is blocked;
 //! * the client write timer with `send_timeout` while a write to the client
-//!   is blocked ("client timed out", 408 in the log);
+//!   is blocked ("client timed out");
 //! * no timer at all on the client read side (the client header timer is
 //!   deleted when the request goes upstream), hence
 //!   [`TunnelTimeouts::client_read`] is `None` for nginx semantics.
@@ -38,13 +37,21 @@
 //! written, or an EOF, in either direction) from which every armed deadline
 //! is counted; the timer is re-armed lazily, only when it fires early.
 //!
+//! Checked against nginx 1.22.1 (`proxy_read_timeout 1s`, raw sockets on
+//! both sides): an idle tunnel is closed after 1 s; a byte every 0.3 s from
+//! the client alone, or from the upstream alone, keeps it open. nginx logs
+//! the timeout at `info` level: `upstream timed out (110: Connection timed
+//! out) while proxying upgraded connection`.
+//!
 //! # Half-close (a deliberate difference)
 //!
 //! nginx finalizes the whole upgraded connection as soon as either side sends
-//! EOF (and its buffered bytes are flushed). sluice passes a half-close
-//! through instead: EOF from one side becomes `shutdown(SHUT_WR)` on the other
-//! socket while the other direction keeps flowing; both sockets are closed
-//! when both directions are done. For WebSocket peers, which close with a
+//! EOF (and its buffered bytes are flushed); checked on 1.22.1: after the
+//! client's `shutdown(SHUT_WR)` the upstream sees EOF and nothing it sends
+//! afterwards reaches the client, and the same the other way round. sluice
+//! passes a half-close through instead: EOF from one side becomes
+//! `shutdown(SHUT_WR)` on the other socket while the other direction keeps
+//! flowing; both sockets are closed when both directions are done. For WebSocket peers, which close with a
 //! close frame exchange, the two behave the same; for other upgraded protocols
 //! half-close is what TCP promises. The idle timer stays armed after a
 //! half-close, so a half-closed tunnel whose remaining peer goes silent still
@@ -431,5 +438,101 @@ pub fn run(
             end,
             leftover,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// (client peer, upstream peer, tunnel state with an old last activity)
+    async fn state() -> (TcpStream, TcpStream, State) {
+        let (client, proxy_client) = pair().await;
+        let (upstream, proxy_upstream) = pair().await;
+        let st = State {
+            client: proxy_client,
+            upstream: proxy_upstream,
+            c2u: Half::default(),
+            u2c: Half::default(),
+            timeouts: TunnelTimeouts {
+                upstream_read: Duration::from_secs(60),
+                upstream_send: Duration::from_secs(30),
+                client_send: Duration::from_secs(20),
+                client_read: None,
+            },
+            last_activity: Instant::now() - Duration::from_secs(3600),
+        };
+        (client, upstream, st)
+    }
+
+    /// Polls the copy loop until `dst` has received `n` bytes.
+    async fn pump(st: &mut State, dst: &mut TcpStream, n: usize) {
+        let mut got = vec![0u8; n];
+        let read = dst.read_exact(&mut got);
+        tokio::pin!(read);
+        poll_fn(|cx| {
+            assert!(st.poll_copy(cx).is_pending());
+            read.as_mut().poll(cx).map(|r| r.map(|_| ()))
+        })
+        .await
+        .expect("read");
+    }
+
+    // nginx re-arms proxy_read_timeout whenever its upgraded handler runs,
+    // i.e. for traffic either way (checked against nginx 1.22: a tunnel
+    // with traffic in one direction only outlives proxy_read_timeout).
+    #[tokio::test]
+    async fn traffic_from_the_client_alone_resets_the_idle_timer() {
+        let (mut client, mut upstream, mut st) = state().await;
+        let before = st.last_activity;
+        client.write_all(b"ping").await.expect("write");
+        pump(&mut st, &mut upstream, 4).await;
+        assert!(st.last_activity > before + Duration::from_secs(3000));
+    }
+
+    #[tokio::test]
+    async fn traffic_from_the_upstream_alone_resets_the_idle_timer() {
+        let (mut client, mut upstream, mut st) = state().await;
+        let before = st.last_activity;
+        upstream.write_all(b"tick").await.expect("write");
+        pump(&mut st, &mut client, 4).await;
+        assert!(st.last_activity > before + Duration::from_secs(3000));
+    }
+
+    #[tokio::test]
+    async fn send_timers_are_armed_only_while_a_write_is_blocked() {
+        let (_client, _upstream, mut st) = state().await;
+        let t0 = st.last_activity;
+        assert_eq!(
+            st.next_deadline(),
+            (t0 + Duration::from_secs(60), TimeoutKind::UpstreamRead)
+        );
+        st.c2u.pending = Bytes::from_static(b"x");
+        assert_eq!(
+            st.next_deadline(),
+            (t0 + Duration::from_secs(30), TimeoutKind::UpstreamSend)
+        );
+        st.u2c.pending = Bytes::from_static(b"y");
+        assert_eq!(
+            st.next_deadline(),
+            (t0 + Duration::from_secs(20), TimeoutKind::ClientSend)
+        );
+        st.timeouts.client_read = Some(Duration::from_secs(5));
+        assert_eq!(
+            st.next_deadline(),
+            (t0 + Duration::from_secs(5), TimeoutKind::ClientRead)
+        );
+        // Not counted in the gauge: set directly above.
+        st.c2u.pending = Bytes::new();
+        st.u2c.pending = Bytes::new();
     }
 }
