@@ -60,11 +60,9 @@ async fn text_binary_and_ping_through_the_guide_config() {
         .expect("send bin");
     let reply = ws.next().await.expect("reply").expect("ok");
     assert!(matches!(reply, Message::Binary(b) if b.ends_with(&[1, 2, 3])));
-    ws.send(Message::Ping(b"p".to_vec().into()))
-        .await
-        .expect("ping");
+    ws.send(Message::Ping(b"p".to_vec())).await.expect("ping");
     let reply = ws.next().await.expect("pong").expect("ok");
-    assert_eq!(reply, Message::Pong(b"p".to_vec().into()));
+    assert_eq!(reply, Message::Pong(b"p".to_vec()));
     ws.close(None).await.expect("close");
     drop(s);
 }

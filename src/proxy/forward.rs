@@ -18,7 +18,7 @@ use super::body::{self, BodyError, Finished, Limited, ProxyBody, SentFlag, Timed
 use super::headers;
 use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
-use crate::conf::model::{next_upstream, HttpVersion, LocationMatch};
+use crate::conf::model::{next_upstream, HttpVersion, LocationMatch, LogLevel};
 use crate::server::request::{add_server_header, LogWhenDone, RequestState};
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
 use crate::vars::eval::{ResponseInfo, UpstreamInfo};
@@ -183,15 +183,16 @@ pub async fn forward(
         head.insert(header::CONTENT_LENGTH, len.into());
     }
 
-    let Some(group) = gen.upstreams.group(&pp.upstream) else {
+    let Some(group) = gen.upstreams.get(&pp.upstream) else {
         return crate::server::request::finish(state, pages::error(500, tokens, false));
     };
     let client_ip = state.conn.info.remote.ip();
-    let hash_key = group.hash_key_template().map(|t| {
-        let mut out = Vec::new();
-        t.render(&state.vars(None, None), &mut out);
-        out
-    });
+    let hash_key = match &group.conf().balance {
+        crate::conf::model::Balance::Hash { key, .. } => {
+            Some(key.render_to_vec(&state.vars(None, None)))
+        }
+        _ => None,
+    };
     let mut tried = Tried::default();
     // nginx gives a request one try per peer, fewer if configured.
     let max_tries = match settings.proxy_next_upstream_tries {
@@ -211,7 +212,7 @@ pub async fn forward(
 
     loop {
         attempts += 1;
-        let peer = match group.pick(
+        let mut peer = match group.pick(
             &PickInput {
                 client_ip,
                 hash_key: hash_key.as_deref(),
@@ -224,13 +225,11 @@ pub async fn forward(
                 return finish_error(state, last_status, tokens, up_info);
             }
             Err(PickError::NoLiveUpstreams) => {
-                tracing::error!(
-                    "no live upstreams while connecting to upstream, client: {}, server: {}, request: \"{} {}\", upstream: \"{}\"",
-                    client_ip,
-                    state.vars(None, None).server_name,
-                    state.parts.method,
-                    state.parts.uri,
-                    pp.url
+                let ctx = log_ctx(&state, Some(&pp.url));
+                crate::error_log!(
+                    LogLevel::Error,
+                    conn = state.conn.info.id,
+                    "no live upstreams while connecting to upstream{ctx}"
                 );
                 push_info(&mut up_info, &pp.upstream.name, "502", "-", "-", "0.000");
                 return finish_error(state, 502, tokens, up_info);
@@ -260,7 +259,7 @@ pub async fn forward(
                     && status != 101;
                 if retry_status {
                     if cond != next_upstream::HTTP_403 && cond != next_upstream::HTTP_404 {
-                        peer.fail();
+                        fail_peer(&mut peer);
                     }
                     push_info(
                         &mut up_info,
@@ -295,15 +294,8 @@ pub async fn forward(
                     addr,
                     target
                 );
-                tracing::error!(
-                    "{e}, client: {}, server: {}, request: \"{} {} {:?}\", upstream: \"{log_addr}\", host: \"{}\"",
-                    client_ip,
-                    state.vars(None, None).server_name,
-                    state.parts.method,
-                    state.parts.uri,
-                    state.parts.version,
-                    state.host
-                );
+                let ctx = log_ctx(&state, Some(&log_addr));
+                crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "{e}{ctx}");
                 if matches!(e, AttemptError::BodyTooLarge | AttemptError::ClientBody) {
                     let code = e.status();
                     return crate::server::request::finish(state, pages::error(code, tokens, true));
@@ -319,7 +311,7 @@ pub async fn forward(
                 );
                 let cond = e.condition();
                 if cond & (next_upstream::ERROR | next_upstream::TIMEOUT) != 0 {
-                    peer.fail();
+                    fail_peer(&mut peer);
                 }
                 let may_retry = settings.proxy_next_upstream & cond != 0
                     && (!has_body)
@@ -471,7 +463,7 @@ fn classify(e: hyper::Error) -> AttemptError {
 async fn relay(
     state: RequestState,
     ok: Attempt,
-    peer: PeerGuard,
+    mut peer: PeerGuard,
     client_upgrade: Option<OnUpgrade>,
     mut up_info: UpstreamInfo,
     t0: Instant,
@@ -485,8 +477,9 @@ async fn relay(
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_up) = client_upgrade else {
-            tracing::error!("upstream sent unexpected 101 Switching Protocols while reading response header from upstream");
-            peer.fail();
+            let ctx = log_ctx(&state, None);
+            crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "upstream sent \"101 Switching Protocols\" to a request without Upgrade while reading response header from upstream{ctx}");
+            fail_peer(&mut peer);
             return finish_error(state, 502, tokens, up_info);
         };
         let upstream_up = hyper::upgrade::on(&mut response);
@@ -521,20 +514,26 @@ async fn relay(
                 client.downcast::<TokioIo<TcpStream>>(),
                 upstream.downcast::<TokioIo<TcpStream>>(),
             ) else {
-                tracing::error!("upgraded connection is not a TCP stream");
+                crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
                 return;
             };
-            let stats = tunnel::run(
-                c.io.into_inner(),
-                c.read_buf,
-                u.io.into_inner(),
-                u.read_buf,
-                timeouts,
-                cancel,
-            )
-            .await;
+            let (client, upstream) = (c.io.into_inner(), u.io.into_inner());
+            // nginx switches tcp_nodelay on when a connection becomes a tunnel.
+            if state.settings.tcp_nodelay {
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+            }
+            let stats =
+                tunnel::run(client, c.read_buf, upstream, u.read_buf, timeouts, cancel).await;
             if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {
-                tracing::info!("WebSocket tunnel closed: {kind:?} timed out");
+                // nginx logs tunnel timeouts at info, as here.
+                let ctx = log_ctx(&state, None);
+                crate::error_log!(
+                    LogLevel::Info,
+                    conn = state.conn.info.id,
+                    "{} (110: Connection timed out) while proxying upgraded connection{ctx}",
+                    kind.nginx_message()
+                );
             }
             drop(peer);
             up_info.response_time = secs(t0.elapsed());
@@ -595,4 +594,20 @@ impl super::body::OnDone for ResponseDone {
         }
         Box::new(log).done(body_bytes, complete);
     }
+}
+
+/// Reports a failed try; nginx warns when it takes the server out.
+fn fail_peer(peer: &mut PeerGuard) {
+    if peer.fail() {
+        crate::error_log!(
+            LogLevel::Warn,
+            "upstream server temporarily disabled while connecting to upstream, upstream: \"{}\"",
+            peer.addr()
+        );
+    }
+}
+
+/// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
+fn log_ctx(state: &RequestState, upstream: Option<&str>) -> String {
+    crate::log::error::request_context(&state.vars(None, None), upstream)
 }

@@ -265,7 +265,10 @@ fn poll_half(
                 // Fails only if the peer is already gone, which the other
                 // direction will report.
                 if let Err(e) = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
-                    tracing::debug!("tunnel shutdown(SHUT_WR): {e}");
+                    crate::error_log!(
+                        crate::conf::model::LogLevel::Debug,
+                        "tunnel shutdown(SHUT_WR): {e}"
+                    );
                 }
             }
             return Poll::Ready(Ok(()));

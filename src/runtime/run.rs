@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use super::cli::say;
 use crate::conf::model::WorkerProcesses;
 use crate::conf::{self, Config, LoadOptions};
-use crate::log::access::LogSink;
+use crate::log::AccessLogs;
+use crate::server::vhost::ListenOptions;
 use crate::server::{conn, listen, Generation};
 
 /// Runs until a shutdown signal; `reload_from` is how to re-read the
@@ -28,7 +29,10 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
     if let Some(n) = config.main.worker_rlimit_nofile {
         raise_nofile(n);
     }
-    crate::log::error::init(&config.main.error_log);
+    if let Err(e) = crate::log::error::init(&config.main.error_log) {
+        say(Some("emerg"), &e.to_string());
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
@@ -51,10 +55,13 @@ fn raise_nofile(n: u64) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            let want = n.min(lim.rlim_max as u64) as libc::rlim_t;
+            let want = (n as libc::rlim_t).min(lim.rlim_max);
             lim.rlim_cur = want;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("setrlimit(RLIMIT_NOFILE, {n}) failed");
+                crate::error_log!(
+                    crate::conf::model::LogLevel::Warn,
+                    "setrlimit(RLIMIT_NOFILE, {n}) failed"
+                );
             }
         }
     }
@@ -68,7 +75,7 @@ async fn serve(
 ) -> ExitCode {
     let shutdown = CancellationToken::new();
     let tunnels = TaskTracker::new();
-    let logs = match LogSink::open(&config) {
+    let logs = match AccessLogs::from_config(&config) {
         Ok(l) => Arc::new(l),
         Err(e) => {
             say(Some("emerg"), &e.to_string());
@@ -157,19 +164,19 @@ async fn serve(
         tokio::select! {
             _ = hup.recv() => {
                 let Some(opts) = &reload_from else {
-                    tracing::warn!("reload is not available for the embedded demo");
+                    crate::error_log!(crate::conf::model::LogLevel::Warn, "reload is not available for the embedded demo");
                     continue;
                 };
                 match conf::load(opts) {
                     Ok(c) => {
                         for w in &c.warnings {
-                            tracing::warn!("{w}");
+                            crate::error_log!(crate::conf::model::LogLevel::Warn, "{w}");
                         }
                         let old = current.load_full();
                         match Generation::build(c, Some(&old), next_id, logs.clone(), shutdown.clone(), tunnels.clone()) {
                             Ok(g) => {
                                 next_id += 1;
-                                let wanted: HashMap<SocketAddr, listen::ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
+                                let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 current.store(Arc::new(g));
                                 listeners.retain(|addr, stop| {
                                     let keep = wanted.contains_key(addr);
@@ -188,19 +195,24 @@ async fn serve(
                                             tokio::spawn(conn::accept_loop(l, current.clone(), permits.clone(), stop.clone()));
                                             listeners.insert(addr, stop);
                                         }
-                                        Err(e) => tracing::error!("bind() to {addr} failed ({e})"),
+                                        Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "bind() to {addr} failed ({e})"),
                                     }
                                 }
-                                tracing::info!("reconfiguring: generation {}", next_id - 1);
+                                crate::error_log!(crate::conf::model::LogLevel::Info, "reconfiguring: generation {}", next_id - 1);
                             }
-                            Err(e) => tracing::error!("{e}"),
+                            Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
                         }
                     }
-                    Err(e) => tracing::error!("{e}"),
+                    Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
                 }
             }
             _ = usr1.recv() => {
-                logs.reopen();
+                for e in logs.reopen() {
+                    crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                }
+                if let Err(e) = crate::log::error::reopen() {
+                    crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                }
             }
             _ = quit.recv() => break true,
             _ = term.recv() => break false,
@@ -227,9 +239,8 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
-fn bind(addr: SocketAddr, opts: listen::ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
-    let std_listener = listen::bind(addr, opts)?;
-    tokio::net::TcpListener::from_std(std_listener)
+fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
+    listen::bind(addr, opts)
 }
 
 fn write_pid(path: &std::path::Path) -> std::io::Result<()> {

@@ -51,7 +51,7 @@ pub async fn accept_loop(
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: report and back off briefly rather than spin.
-                    tracing::error!("accept() failed ({e})");
+                    crate::error_log!(crate::conf::model::LogLevel::Error, "accept() failed ({e})");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }

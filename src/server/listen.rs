@@ -1,32 +1,13 @@
-//! Listening sockets: bound with nginx's options (backlog, reuseport, ipv6only).
+//! Listening sockets, bound with nginx's options (backlog, reuseport, ipv6only).
 
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Options of one bound socket, merged from every `listen` naming it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenOptions {
-    pub reuseport: bool,
-    pub backlog: Option<i32>,
-    pub ipv6only: bool,
-}
-
-impl Default for ListenOptions {
-    fn default() -> Self {
-        ListenOptions {
-            reuseport: false,
-            backlog: None,
-            ipv6only: true,
-        }
-    }
-}
-
-/// nginx's default backlog on Linux.
-const DEFAULT_BACKLOG: i32 = 511;
+use super::vhost::ListenOptions;
 
 /// Binds a listening TCP socket, as nginx's `ngx_open_listening_sockets()`.
-pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -42,6 +23,6 @@ pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<std::net::
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(opts.backlog.unwrap_or(DEFAULT_BACKLOG))?;
-    Ok(socket.into())
+    socket.listen(opts.backlog)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::conf::model::{HttpConf, LocationConf, Settings};
 use crate::conf::{ConfError, Config};
-use crate::log::access::LogSink;
+use crate::log::AccessLogs;
 use crate::proxy::headers::HeaderPlan;
 use crate::upstream::Upstreams;
 
@@ -34,7 +34,7 @@ pub struct Generation {
     fallback_plan: HeaderPlan,
     empty_http: HttpConf,
     fallback_settings: Arc<Settings>,
-    pub logs: Arc<LogSink>,
+    pub logs: Arc<AccessLogs>,
     /// Cancelled to end tunnels on shutdown.
     pub shutdown: CancellationToken,
     /// Open WebSocket tunnels, so shutdown can wait for them.
@@ -48,7 +48,7 @@ impl Generation {
         config: Config,
         prev: Option<&Generation>,
         id: u64,
-        logs: Arc<LogSink>,
+        logs: Arc<AccessLogs>,
         shutdown: CancellationToken,
         tunnels: TaskTracker,
     ) -> Result<Generation, ConfError> {
@@ -60,13 +60,16 @@ impl Generation {
             set_vars: 0,
         };
         let http = config.http.as_ref().unwrap_or(&empty_http);
-        let (vhosts, _warnings) = vhost::VhostTable::build(&http.servers)?;
+        let vhosts = vhost::VhostTable::build(&http.servers)?;
+        for w in &vhosts.warnings {
+            crate::error_log!(crate::conf::model::LogLevel::Warn, "{w}");
+        }
         let locations = http
             .servers
             .iter()
             .map(|s| location::LocationIndex::new(&s.locations))
             .collect();
-        let upstreams = Arc::new(Upstreams::build(
+        let upstreams = Arc::new(Upstreams::new(
             &http.upstreams,
             prev.map(|p| p.upstreams.as_ref()),
         ));
@@ -105,7 +108,7 @@ impl Generation {
     /// Settings of the default server for connections to `local`, for what
     /// must be decided before any request is read.
     pub fn default_settings(&self, local: SocketAddr) -> Arc<Settings> {
-        let idx = self.vhosts.default_for(local);
+        let idx = self.vhosts.addr_conf(local).map_or(0, |a| a.default_server);
         self.http()
             .servers
             .get(idx)

@@ -127,8 +127,18 @@ pub async fn handle(
     };
     let bad_host = host_raw.is_some() && host_norm.is_none();
     let missing_host = host_raw.is_none() && parts.version == http::Version::HTTP_11;
-    let (server_idx, server_caps) = gen.vhosts.select(conn.local, host_norm.as_deref());
-    let server = &http.servers[server_idx];
+    let selected = gen.vhosts.select(conn.local, host_norm.as_deref());
+    let (server_idx, server_caps) = match selected {
+        Some((i, caps)) => {
+            let subject = host_norm.as_deref().unwrap_or("");
+            let owned = caps.map(|c| Captures::from_locations(c.regex, &c.locs, subject));
+            (i, owned)
+        }
+        None => (0, None),
+    };
+    let Some(server) = http.servers.get(server_idx) else {
+        return Ok(pages::error(400, true, true));
+    };
     let host = host_norm
         .clone()
         .unwrap_or_else(|| server.primary_name.clone());
@@ -167,11 +177,22 @@ pub async fn handle(
         return Ok(finish(state, resp));
     }
 
-    let Some((location, loc_caps)) = gen.locations[server_idx].find(&state.uri) else {
+    let Some(matched) = gen.locations[server_idx].find(&state.uri) else {
         return Ok(finish(state, pages::error(404, tokens, false)));
     };
-    if loc_caps.is_some() {
-        state.captures = loc_caps;
+    let location = matched.location;
+    if let Some(c) = &matched.captures {
+        state.captures = Some(Captures::from_locations(c.regex, &c.locs, &state.uri));
+    }
+    if matched.redirect {
+        // nginx's automatic redirect: `/dir` to `/dir/` for a proxied `/dir/`.
+        let mut url = format!("{}/", state.uri);
+        if let Some(q) = state.parts.uri.query() {
+            url.push('?');
+            url.push_str(q);
+        }
+        let resp = pages::returned(301, Some(url.into_bytes()), tokens, "text/html");
+        return Ok(finish(state, resp));
     }
     state.settings = location.settings.clone();
     let tokens = state.settings.server_tokens;
@@ -189,7 +210,7 @@ pub async fn handle(
             if let Some(len) = content_length(&state.parts.headers) {
                 let max = state.settings.client_max_body_size;
                 if max != 0 && len > max {
-                    tracing::error!(
+                    crate::error_log!(crate::conf::model::LogLevel::Error,
                         "client intended to send too large body: {len} bytes, client: {}, server: {}, request: \"{} {}\"",
                         state.conn.info.remote.ip(),
                         server.primary_name,

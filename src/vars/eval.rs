@@ -57,6 +57,26 @@ impl Captures {
         })
     }
 
+    /// Owned captures from a match made elsewhere (server and location
+    /// selection), so they outlive the routing tables' borrow.
+    pub fn from_locations(
+        re: &regex::Regex,
+        locs: &regex::CaptureLocations,
+        subject: &str,
+    ) -> Captures {
+        let groups = (0..locs.len()).map(|i| locs.get(i)).collect();
+        let names = re
+            .capture_names()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|n| (Box::from(n), i)))
+            .collect();
+        Captures {
+            subject: subject.into(),
+            groups,
+            names,
+        }
+    }
+
     /// Group `i` (0 is the whole match).
     pub fn get(&self, i: usize) -> Option<&str> {
         let (s, e) = (*self.groups.get(i)?)?;

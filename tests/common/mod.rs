@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod backend;
 mod seed;
 
+#[allow(unused_imports)]
 pub use seed::*;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);

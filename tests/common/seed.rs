@@ -1,7 +1,6 @@
 //! Helpers shared by the configuration tests: temporary directories and the
 //! seed configs with their machine-specific parts substituted.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
