@@ -191,3 +191,65 @@ fn response_hop_by_hop_and_hidden_headers_are_dropped() {
     assert!(!resp.contains("x-accel-redirect"), "{resp}");
     assert!(!resp.contains("keep-alive: timeout"), "{resp}");
 }
+
+#[test]
+fn request_smuggling_shapes_are_400_before_the_upstream() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let _s = Sluice::start("smuggle", &conf(port, &loc, ""));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1x\r\n\r\nhello",
+    ] {
+        let resp = raw_exchange(addr, req);
+        assert_eq!(status_of(&resp), 400, "{}", String::from_utf8_lossy(req));
+    }
+    assert_eq!(b.count(), 0);
+}
+
+#[test]
+fn header_buffer_limits_give_414_and_400() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let http = "client_header_buffer_size 1k;\n large_client_header_buffers 2 2k;";
+    let _s = Sluice::start("limits", &conf(port, &loc, http));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(3000)
+    );
+    let resp = raw_exchange(addr, long_uri.as_bytes());
+    assert_eq!(status_of(&resp), 414);
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(3000)
+    );
+    let resp = raw_exchange(addr, long_header.as_bytes());
+    assert_eq!(status_of(&resp), 400);
+    assert!(String::from_utf8_lossy(&resp).contains("Request Header Or Cookie Too Large"));
+    // Within the limits, keep-alive requests still pass the guard one after another.
+    let two = "GET /1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let resp = String::from_utf8_lossy(&raw_exchange(addr, two.as_bytes())).to_string();
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+    assert_eq!(b.count(), 2);
+}
+
+#[test]
+fn a_silent_client_is_closed_without_an_answer() {
+    let port = common::free_port();
+    let http = "client_header_timeout 300ms;";
+    let _s = Sluice::start(
+        "header-timeout",
+        &conf(port, "location / { return 200; }", http),
+    );
+    // A head that never completes: nginx closes the connection and answers nothing.
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"GET / HTTP/1.1\r\nHost: loc",
+    );
+    assert!(resp.is_empty(), "{}", String::from_utf8_lossy(&resp));
+}

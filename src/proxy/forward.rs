@@ -511,13 +511,13 @@ async fn relay(
                 }
             };
             let (Ok(c), Ok(u)) = (
-                client.downcast::<TokioIo<TcpStream>>(),
+                client.downcast::<TokioIo<crate::server::guard::Guarded>>(),
                 upstream.downcast::<TokioIo<TcpStream>>(),
             ) else {
                 crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
                 return;
             };
-            let (client, upstream) = (c.io.into_inner(), u.io.into_inner());
+            let (client, upstream) = (c.io.into_inner().into_inner(), u.io.into_inner());
             // nginx switches tcp_nodelay on when a connection becomes a tunnel.
             if state.settings.tcp_nodelay {
                 let _ = client.set_nodelay(true);

@@ -85,12 +85,14 @@ async fn serve(
 ) {
     let settings = gen.default_settings(state.local);
     let _ = stream.set_nodelay(settings.tcp_nodelay);
+    let limits = head_limits(&settings);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(settings.client_header_timeout)
-        .max_buf_size(buf_size(&settings))
+        // The guard times the wait for a head as nginx does.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_head() + (64 << 10))
         .title_case_headers(false);
     let svc_gen = gen.clone();
     let svc_state = state.clone();
@@ -110,7 +112,10 @@ async fn serve(
         }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(
+            TokioIo::new(super::guard::Guarded::new(stream, limits)),
+            svc,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -122,11 +127,13 @@ async fn serve(
     }
 }
 
-/// hyper's read buffer must hold the largest request head nginx accepts.
-fn buf_size(s: &crate::conf::model::Settings) -> usize {
-    let large = s.large_client_header_buffers.size as usize;
-    large
-        .saturating_mul(s.large_client_header_buffers.count as usize)
-        .max(s.client_header_buffer_size as usize)
-        .max(8192)
+fn head_limits(s: &crate::conf::model::Settings) -> super::guard::HeadLimits {
+    super::guard::HeadLimits {
+        small_buffer: s.client_header_buffer_size as usize,
+        large_count: s.large_client_header_buffers.count as usize,
+        large_size: s.large_client_header_buffers.size as usize,
+        header_timeout: s.client_header_timeout,
+        keepalive_timeout: s.keepalive_timeout,
+        server_tokens: s.server_tokens,
+    }
 }

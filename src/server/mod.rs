@@ -2,6 +2,7 @@
 //! immutable per-load view (`Generation`) every connection keeps for its life.
 
 pub mod conn;
+pub mod guard;
 pub mod listen;
 pub mod location;
 pub mod request;

@@ -1,0 +1,537 @@
+//! nginx's request-head rules, enforced on the client's bytes before hyper
+//! parses them: the buffer limits (`client_header_buffer_size`,
+//! `large_client_header_buffers`: 414 for a long request line, 400 "Request
+//! Header Or Cookie Too Large" for long headers), request-smuggling shapes
+//! (Content-Length with Transfer-Encoding, repeated or invalid
+//! Content-Length: 400), and the timeouts while waiting for a head
+//! (`client_header_timeout` once a head has started or on a new connection,
+//! `keepalive_timeout` between requests; nginx closes without an answer).
+//!
+//! The guard follows message framing (Content-Length, chunked) so that it
+//! inspects each head of a keep-alive connection. After a head asking for an
+//! upgrade or CONNECT it steps aside: what follows may be a tunnel.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::pages;
+
+/// The limits a guard applies, from the default server's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    pub small_buffer: usize,
+    pub large_count: usize,
+    pub large_size: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub server_tokens: bool,
+}
+
+impl HeadLimits {
+    /// The most bytes a head can have under these limits.
+    pub fn max_head(&self) -> usize {
+        self.small_buffer
+            .max(self.large_count.saturating_mul(self.large_size))
+            .saturating_add(self.small_buffer)
+    }
+}
+
+enum State {
+    /// Collecting a head; `started` once its first byte arrived.
+    Head {
+        buf: Vec<u8>,
+        started: bool,
+    },
+    /// Skipping a body of known length.
+    Body(u64),
+    /// Skipping a chunked body.
+    Chunked(Chunk),
+    /// After an upgrade or CONNECT request, or a framing the guard cannot follow.
+    Passthrough,
+    /// Writing a rejection, then end of stream.
+    Rejecting {
+        out: Vec<u8>,
+        pos: usize,
+    },
+    Closed,
+}
+
+enum Chunk {
+    /// Reading a chunk-size line.
+    Size(Vec<u8>),
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd(u8),
+    /// Trailer lines until an empty one.
+    Trailer(Vec<u8>),
+}
+
+/// A client connection with nginx's head rules in front of hyper.
+pub struct Guarded {
+    inner: TcpStream,
+    limits: HeadLimits,
+    state: State,
+    timer: Pin<Box<Sleep>>,
+    /// True until the first request head completed: its wait is timed by
+    /// client_header_timeout, later ones by keepalive_timeout.
+    first: bool,
+}
+
+impl Guarded {
+    pub fn new(inner: TcpStream, limits: HeadLimits) -> Self {
+        let deadline = Instant::now() + limits.header_timeout;
+        Guarded {
+            inner,
+            limits,
+            state: State::Head {
+                buf: Vec::new(),
+                started: false,
+            },
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            first: true,
+        }
+    }
+
+    /// The socket, for a tunnel after the upgrade.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
+    }
+
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+
+    fn reject(&mut self, code: u16) {
+        let body = pages::error_body(code, self.limits.server_tokens).unwrap_or_default();
+        let status = pages::wire_status(code);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nServer: {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            pages::server_token(self.limits.server_tokens),
+            body.len()
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body.as_bytes());
+        self.state = State::Rejecting { out, pos: 0 };
+    }
+
+    /// Feeds newly read bytes through the state machine. Returns how many of
+    /// them hyper may see; the rest (a rejected head) are withheld.
+    fn inspect(&mut self, mut data: &[u8]) -> usize {
+        let total = data.len();
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Head { buf, started } => {
+                    if !*started {
+                        // Empty lines before a request line are allowed.
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            break;
+                        }
+                        *started = true;
+                        let deadline = Instant::now() + self.limits.header_timeout;
+                        self.timer.as_mut().reset(deadline);
+                    }
+                    let before = buf.len();
+                    buf.extend_from_slice(data);
+                    let end = find_head_end(buf, before.saturating_sub(3));
+                    let head_len = end.unwrap_or(buf.len());
+                    if let Some(code) = check_sizes(&buf[..head_len], end.is_some(), &self.limits) {
+                        let passed = total - data.len();
+                        self.reject(code);
+                        return passed;
+                    }
+                    let Some(end) = end else {
+                        return total;
+                    };
+                    let consumed_here = end - before;
+                    let head = std::mem::take(buf);
+                    match framing(&head[..end]) {
+                        Err(code) => {
+                            let passed = total - data.len();
+                            self.reject(code);
+                            return passed;
+                        }
+                        Ok(next) => {
+                            self.first = false;
+                            self.state = next;
+                            self.after_message();
+                        }
+                    }
+                    data = &data[consumed_here..];
+                }
+                State::Body(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.state = State::Head {
+                            buf: Vec::new(),
+                            started: false,
+                        };
+                        self.after_message();
+                    }
+                }
+                State::Chunked(chunk) => {
+                    let (used, done, bad) = step_chunked(chunk, data);
+                    data = &data[used..];
+                    if bad {
+                        // hyper rejects the body itself; the guard stops following.
+                        self.state = State::Passthrough;
+                    } else if done {
+                        self.state = State::Head {
+                            buf: Vec::new(),
+                            started: false,
+                        };
+                        self.after_message();
+                    }
+                }
+                State::Passthrough | State::Rejecting { .. } | State::Closed => break,
+            }
+        }
+        total
+    }
+
+    /// Between messages the wait for the next head is keepalive_timeout.
+    fn after_message(&mut self) {
+        if let State::Head { started: false, .. } = self.state {
+            let t = if self.first {
+                self.limits.header_timeout
+            } else {
+                self.limits.keepalive_timeout
+            };
+            self.timer.as_mut().reset(Instant::now() + t);
+        }
+    }
+}
+
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(buf.len());
+    buf[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4)
+        .or_else(|| {
+            // Bare LF line ends, which nginx also accepts.
+            buf[from..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| from + i + 2)
+        })
+}
+
+/// nginx's buffer rules: the head fits the small buffer, or its lines pack
+/// into at most `large_count` buffers of `large_size`, no line split, the
+/// request line in one of them.
+fn check_sizes(head: &[u8], complete: bool, l: &HeadLimits) -> Option<u16> {
+    if head.len() <= l.small_buffer {
+        return None;
+    }
+    let mut used_large = 0usize;
+    let mut room = l.small_buffer;
+    let mut in_small = true;
+    let mut first = true;
+    let mut rest = head;
+    while !rest.is_empty() {
+        let (line, partial) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..=i], false),
+            None => (rest, true),
+        };
+        rest = &rest[line.len()..];
+        let too_long_code = if first { 414 } else { 494 };
+        if line.len() > l.large_size {
+            return Some(too_long_code);
+        }
+        if line.len() > room || (partial && !complete && in_small && line.len() >= room) {
+            used_large += 1;
+            if used_large > l.large_count {
+                return Some(too_long_code);
+            }
+            in_small = false;
+            room = l.large_size;
+        }
+        room = room.saturating_sub(line.len());
+        first = false;
+    }
+    None
+}
+
+/// How the body of a complete head is framed, or the status nginx rejects it with.
+fn framing(head: &[u8]) -> Result<State, u16> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // hyper answers malformed heads itself.
+        _ => return Ok(State::Passthrough),
+    }
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te = false;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).map_err(|_| 400u16)?.trim();
+            if content_length.is_some() || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(400);
+            }
+            content_length = Some(v.parse().map_err(|_| 400u16)?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if te && content_length.is_some() {
+        return Err(400);
+    }
+    if te && !chunked {
+        // nginx 1.22: "client sent unknown Transfer-Encoding" is 501.
+        return Err(501);
+    }
+    if upgrade || req.method == Some("CONNECT") {
+        return Ok(State::Passthrough);
+    }
+    Ok(match (chunked, content_length) {
+        (true, _) => State::Chunked(Chunk::Size(Vec::new())),
+        (false, Some(n)) if n > 0 => State::Body(n),
+        _ => State::Head {
+            buf: Vec::new(),
+            started: false,
+        },
+    })
+}
+
+/// Advances through chunked framing; returns (bytes used, body done, malformed).
+fn step_chunked(chunk: &mut Chunk, data: &[u8]) -> (usize, bool, bool) {
+    let mut used = 0;
+    while used < data.len() {
+        match chunk {
+            Chunk::Size(line) => {
+                let b = data[used];
+                used += 1;
+                if b != b'\n' {
+                    if line.len() > 4096 {
+                        return (used, false, true);
+                    }
+                    line.push(b);
+                    continue;
+                }
+                let text = String::from_utf8_lossy(line);
+                let size_part = text.split(';').next().unwrap_or("").trim();
+                let Ok(size) = u64::from_str_radix(size_part, 16) else {
+                    return (used, false, true);
+                };
+                *chunk = if size == 0 {
+                    Chunk::Trailer(Vec::new())
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Data(left) => {
+                let n = (*left).min((data.len() - used) as u64) as usize;
+                *left -= n as u64;
+                used += n;
+                if *left == 0 {
+                    *chunk = Chunk::DataEnd(0);
+                }
+            }
+            Chunk::DataEnd(seen) => {
+                let b = data[used];
+                used += 1;
+                if b == b'\n' {
+                    *chunk = Chunk::Size(Vec::new());
+                } else {
+                    *seen += 1;
+                    if *seen > 1 {
+                        return (used, false, true);
+                    }
+                }
+            }
+            Chunk::Trailer(line) => {
+                let b = data[used];
+                used += 1;
+                if b == b'\n' {
+                    let empty = line.iter().all(|c| *c == b'\r');
+                    line.clear();
+                    if empty {
+                        return (used, true, false);
+                    }
+                } else if line.len() < 8192 {
+                    line.push(b);
+                } else {
+                    return (used, false, true);
+                }
+            }
+        }
+    }
+    (used, false, false)
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Closed => return Poll::Ready(Ok(())),
+                State::Rejecting { out, pos } => {
+                    while *pos < out.len() {
+                        match Pin::new(&mut this.inner).poll_write(cx, &out[*pos..]) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                            Poll::Ready(Ok(n)) => *pos += n,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    this.state = State::Closed;
+                    // End of stream: hyper closes the connection without answering.
+                    return Poll::Ready(Ok(()));
+                }
+                // nginx closes a connection that timed out waiting for a head.
+                State::Head { .. }
+                    if std::future::Future::poll(this.timer.as_mut(), cx).is_ready() =>
+                {
+                    this.state = State::Closed;
+                    return Poll::Ready(Ok(()));
+                }
+                _ => {}
+            }
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    let new_len = buf.filled().len();
+                    if new_len == before || matches!(this.state, State::Passthrough) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let fresh = buf.filled()[before..new_len].to_vec();
+                    let pass = this.inspect(&fresh);
+                    if pass < fresh.len() {
+                        buf.set_filled(before + pass);
+                        if pass == 0 {
+                            // Nothing for hyper: go write the rejection.
+                            continue;
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            small_buffer: 1024,
+            large_count: 4,
+            large_size: 8192,
+            header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            server_tokens: true,
+        }
+    }
+
+    #[test]
+    fn sizes_follow_nginx_buffers() {
+        let l = limits();
+        let line = |n: usize| format!("GET /{} HTTP/1.1\r\n", "a".repeat(n));
+        assert_eq!(check_sizes(line(100).as_bytes(), false, &l), None);
+        assert_eq!(check_sizes(line(9000).as_bytes(), false, &l), Some(414));
+        let mut head = line(10);
+        head.push_str(&format!("X: {}\r\n", "b".repeat(9000)));
+        assert_eq!(check_sizes(head.as_bytes(), false, &l), Some(494));
+        let mut head = line(10);
+        for _ in 0..5 {
+            head.push_str(&format!("X: {}\r\n", "b".repeat(7000)));
+        }
+        assert_eq!(check_sizes(head.as_bytes(), false, &l), Some(494));
+        let mut head = line(10);
+        for _ in 0..4 {
+            head.push_str(&format!("X: {}\r\n", "b".repeat(7000)));
+        }
+        assert_eq!(check_sizes(head.as_bytes(), false, &l), None);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_400() {
+        let f = |h: &str| framing(h.as_bytes()).err();
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Some(501)
+        );
+        assert_eq!(f("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn chunked_framing_is_followed() {
+        let mut c = Chunk::Size(Vec::new());
+        let body = b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nGET";
+        let (used, done, bad) = step_chunked(&mut c, body);
+        assert!(done && !bad);
+        assert_eq!(&body[used..], b"GET");
+        let mut c = Chunk::Size(Vec::new());
+        let (_, done, bad) = step_chunked(&mut c, b"zz\r\n");
+        assert!(bad && !done);
+    }
+}
