@@ -253,3 +253,30 @@ fn a_silent_client_is_closed_without_an_answer() {
     );
     assert!(resp.is_empty(), "{}", String::from_utf8_lossy(&resp));
 }
+
+#[test]
+fn headers_with_underscores_are_ignored_unless_allowed() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{}; }}", b.addr);
+    let _s = Sluice::start("underscores", &conf(port, &loc, ""));
+    let req = b"GET / HTTP/1.1\r\nHost: localhost\r\nX_Secret: 1\r\nX-Fine: 2\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        status_of(&raw_exchange(([127, 0, 0, 1], port).into(), req)),
+        200
+    );
+    let r = b.last();
+    assert_eq!(r.header("x_secret"), None);
+    assert_eq!(r.header("x-fine"), Some("2"));
+
+    let port2 = common::free_port();
+    let _s2 = Sluice::start(
+        "underscores-on",
+        &conf(port2, &loc, "underscores_in_headers on;"),
+    );
+    assert_eq!(
+        status_of(&raw_exchange(([127, 0, 0, 1], port2).into(), req)),
+        200
+    );
+    assert_eq!(b.last().header("x_secret"), Some("1"));
+}

@@ -108,7 +108,7 @@ pub async fn handle(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let request_length = head_length(&parts);
 
     let http = gen.http();
@@ -142,6 +142,9 @@ pub async fn handle(
     let host = host_norm
         .clone()
         .unwrap_or_else(|| server.primary_name.clone());
+    if !server.settings.underscores_in_headers && server.settings.ignore_invalid_headers {
+        drop_underscored(&mut parts.headers);
+    }
 
     let mut state = RequestState {
         gen: gen.clone(),
@@ -240,6 +243,22 @@ fn returned(state: &RequestState, r: &Return) -> Response<ProxyBody> {
         state.settings.server_tokens,
         &state.settings.default_type,
     )
+}
+
+/// nginx ignores header names with underscores unless told otherwise: they
+/// reach neither variables nor the upstream.
+fn drop_underscored(headers: &mut http::HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
 }
 
 /// The request's Content-Length, when it has exactly one valid one.

@@ -143,6 +143,13 @@ impl Cx {
         Ok(spec)
     }
 
+    /// Records a warning once per `key` for the whole load.
+    pub fn warn_once(&mut self, key: &'static str, text: String) {
+        if self.warned.insert(key) {
+            self.warnings.push(text);
+        }
+    }
+
     /// A path relative to the prefix, as nginx resolves log and pid paths.
     pub fn full_path(&self, p: &str) -> PathBuf {
         let path = Path::new(p);

@@ -32,7 +32,19 @@ pub(super) fn compile(
     for d in body {
         cx.check(d, SERVER)?;
         match d.name.as_str() {
-            "listen" => listens.push(listen(d)?),
+            "listen" => {
+                let l = listen(d)?;
+                if l.ssl || l.http2 {
+                    cx.warn_once(
+                        "listen_ssl_http2",
+                        format!(
+                            "the \"ssl\" and \"http2\" parameters of \"listen\" are not supported yet; the address serves plain HTTP/1.x in {}",
+                            d.loc
+                        ),
+                    );
+                }
+                listens.push(l)
+            }
             "server_name" => {
                 for a in &d.args {
                     let name = server_name(a, &d.loc)?;
