@@ -280,3 +280,30 @@ fn headers_with_underscores_are_ignored_unless_allowed() {
     );
     assert_eq!(b.last().header("x_secret"), Some("1"));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    use std::io::{Read, Write};
+    let big = vec![b'z'; 64 << 20];
+    let b = Backend::start(Reply::Fixed(200, vec![], big));
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{ proxy_pass http://{}; send_timeout 300ms; proxy_buffering off; }}",
+        b.addr
+    );
+    let s = Sluice::start("send-timeout", &conf(port, &loc, ""));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    // The error log says when sluice gave up on the client (nginx logs it at info).
+    common::wait_until("the send timeout in the error log", || {
+        s.error_log().contains("client timed out")
+    });
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(
+        got.len() < 64 << 20,
+        "the whole body arrived: {}",
+        got.len()
+    );
+}

@@ -237,7 +237,7 @@ pub static DIRECTIVES: &[Spec] = &[
         AtLeast(1),
         NoEffect("no browser workarounds"),
     ),
-    d("send_timeout", HSL, n(1), Differs("applies to WebSocket tunnels; HTTP responses have no send timer yet")),
+    d("send_timeout", HSL, n(1), Differs("the default server's value applies to every server on an address")),
     d("reset_timedout_connection", HSL, Flag, MOOT_IO),
     d("lingering_close", HSL, n(1), MOOT_IO),
     d("lingering_time", HSL, n(1), MOOT_IO),

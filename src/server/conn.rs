@@ -16,6 +16,8 @@ use crate::vars::eval::ConnInfo;
 /// Per-connection facts shared by its requests.
 pub struct ConnState {
     pub info: ConnInfo,
+    /// send_timeout and keepalive_timeout of the latest request's location.
+    pub timers: Arc<super::guard::ConnTimers>,
     pub local: SocketAddr,
     requests: AtomicU64,
 }
@@ -59,7 +61,10 @@ pub async fn accept_loop(
         };
         let gen = current.load_full();
         let local = stream.local_addr().unwrap_or(remote);
+        let settings = gen.default_settings(local);
+        let limits = head_limits(&settings);
         let state = Arc::new(ConnState {
+            timers: Arc::new(super::guard::ConnTimers::new(&limits)),
             info: ConnInfo {
                 remote,
                 local,
@@ -71,7 +76,7 @@ pub async fn accept_loop(
         });
         let conn_stop = stop.clone();
         tokio::spawn(async move {
-            serve(stream, gen, state, conn_stop).await;
+            serve(stream, gen, state, settings, limits, conn_stop).await;
             drop(permit);
         });
     }
@@ -81,11 +86,11 @@ async fn serve(
     stream: tokio::net::TcpStream,
     gen: Arc<Generation>,
     state: Arc<ConnState>,
+    settings: Arc<crate::conf::model::Settings>,
+    limits: super::guard::HeadLimits,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let settings = gen.default_settings(state.local);
     let _ = stream.set_nodelay(settings.tcp_nodelay);
-    let limits = head_limits(&settings);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
@@ -113,17 +118,40 @@ async fn serve(
     });
     let conn = builder
         .serve_connection(
-            TokioIo::new(super::guard::Guarded::new(stream, limits)),
+            TokioIo::new(super::guard::Guarded::new(
+                stream,
+                limits,
+                state.timers.clone(),
+            )),
             svc,
         )
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                log_conn_error(&e, state.info.id);
+            }
+        }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Client-side I/O failures nginx reports at `info`: timeouts while sending.
+fn log_conn_error(e: &hyper::Error, id: u64) {
+    use std::error::Error as _;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                crate::error_log!(crate::conf::model::LogLevel::Info, conn = id, "{io}");
+            }
+            return;
+        }
+        src = s.source();
     }
 }
 
@@ -134,6 +162,7 @@ fn head_limits(s: &crate::conf::model::Settings) -> super::guard::HeadLimits {
         large_size: s.large_client_header_buffers.size as usize,
         header_timeout: s.client_header_timeout,
         keepalive_timeout: s.keepalive_timeout,
+        send_timeout: s.send_timeout,
         server_tokens: s.server_tokens,
     }
 }

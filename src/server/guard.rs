@@ -10,9 +10,14 @@
 //! The guard follows message framing (Content-Length, chunked) so that it
 //! inspects each head of a keep-alive connection. After a head asking for an
 //! upgrade or CONNECT it steps aside: what follows may be a tunnel.
+//!
+//! It also applies `send_timeout` to writes, as nginx does: a write that
+//! cannot progress for that long fails the connection.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ pub struct HeadLimits {
     pub large_size: usize,
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    pub send_timeout: Duration,
     pub server_tokens: bool,
 }
 
@@ -81,10 +87,47 @@ pub struct Guarded {
     /// True until the first request head completed: its wait is timed by
     /// client_header_timeout, later ones by keepalive_timeout.
     first: bool,
+    /// Armed while a write is blocked; allocated only once a write blocks.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    write_blocked: bool,
+    /// The location of the current request decides send_timeout and
+    /// keepalive_timeout, as in nginx.
+    timers: Arc<ConnTimers>,
+}
+
+/// Timeouts that follow the location of the connection's latest request.
+#[derive(Debug)]
+pub struct ConnTimers {
+    send_timeout_ms: AtomicU64,
+    keepalive_timeout_ms: AtomicU64,
+}
+
+impl ConnTimers {
+    pub fn new(limits: &HeadLimits) -> Self {
+        ConnTimers {
+            send_timeout_ms: AtomicU64::new(limits.send_timeout.as_millis() as u64),
+            keepalive_timeout_ms: AtomicU64::new(limits.keepalive_timeout.as_millis() as u64),
+        }
+    }
+
+    pub fn set(&self, send_timeout: Duration, keepalive_timeout: Duration) {
+        self.send_timeout_ms
+            .store(send_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.keepalive_timeout_ms
+            .store(keepalive_timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl Guarded {
-    pub fn new(inner: TcpStream, limits: HeadLimits) -> Self {
+    pub fn new(inner: TcpStream, limits: HeadLimits, timers: Arc<ConnTimers>) -> Self {
         let deadline = Instant::now() + limits.header_timeout;
         Guarded {
             inner,
@@ -95,6 +138,9 @@ impl Guarded {
             },
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             first: true,
+            write_timer: None,
+            write_blocked: false,
+            timers,
         }
     }
 
@@ -209,7 +255,7 @@ impl Guarded {
             let t = if self.first {
                 self.limits.header_timeout
             } else {
-                self.limits.keepalive_timeout
+                self.timers.keepalive_timeout()
             };
             self.timer.as_mut().reset(Instant::now() + t);
         }
@@ -435,13 +481,48 @@ impl AsyncRead for Guarded {
     }
 }
 
+impl Guarded {
+    /// nginx's send_timeout: the time a write may stay blocked.
+    fn write_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(v) => {
+                self.write_blocked = false;
+                Poll::Ready(v)
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.timers.send_timeout();
+                let timer = self
+                    .write_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !self.write_blocked {
+                    self.write_blocked = true;
+                    timer.as_mut().reset(deadline);
+                }
+                if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client timed out (110: Connection timed out) while sending response to client",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl AsyncWrite for Guarded {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.write_progress(cx, r)
     }
 
     fn poll_write_vectored(
@@ -449,7 +530,9 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.write_progress(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -476,6 +559,7 @@ mod tests {
             large_size: 8192,
             header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
             server_tokens: true,
         }
     }
