@@ -136,3 +136,16 @@ pub fn upstream_version(v: HttpVersion) -> http::Version {
 pub fn value(bytes: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_bytes(bytes).ok()
 }
+
+/// nginx sends the body's length among its own headers, right after the
+/// `proxy_set_header` list and before the client's: reserves that place in
+/// `head` (the value is set, or the header removed, once the body framing
+/// is known; inserting into an existing name keeps its position).
+pub fn reserve_length(head: &mut HeaderMap, client: &HeaderMap, pass_body: bool) {
+    if pass_body
+        && (client.contains_key(header::CONTENT_LENGTH)
+            || client.contains_key(header::TRANSFER_ENCODING))
+    {
+        head.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+}

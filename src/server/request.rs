@@ -160,8 +160,11 @@ pub async fn handle(
     };
     let tokens = server.settings.server_tokens;
 
-    if bad_host || missing_host {
+    if bad_host || missing_host || state.parts.headers.get_all(header::HOST).iter().count() > 1 {
         return Ok(finish(state, pages::error(400, tokens, true)));
+    }
+    if let Some(code) = head_too_large(&state.parts, server.settings.large_client_header_buffers.size) {
+        return Ok(finish(state, pages::error(code, tokens, true)));
     }
     if has_smuggling_shape(&state.parts.headers) {
         return Ok(finish(state, pages::error(400, tokens, true)));
@@ -238,8 +241,52 @@ fn returned(state: &RequestState, r: &Return) -> Response<ProxyBody> {
         r.code,
         text,
         state.settings.server_tokens,
-        &state.settings.default_type,
+        content_type(&state.settings, &state.uri),
     )
+}
+
+/// nginx's `ngx_http_set_content_type`: the type of the URI's extension
+/// (after the last `.` of the last segment), else `default_type`. Without
+/// a `types` block nginx knows html, gif and jpg.
+fn content_type<'a>(settings: &'a Settings, uri: &str) -> &'a str {
+    const BUILTIN: &[(&str, &str)] = &[
+        ("html", "text/html"),
+        ("gif", "image/gif"),
+        ("jpg", "image/jpeg"),
+    ];
+    let last = uri.rsplit('/').next().unwrap_or("");
+    let Some((_, ext)) = last.rsplit_once('.') else {
+        return &settings.default_type;
+    };
+    let ext = ext.to_ascii_lowercase();
+    if settings.types.is_empty() {
+        BUILTIN
+            .iter()
+            .find(|(e, _)| *e == ext)
+            .map_or(settings.default_type.as_str(), |(_, t)| t)
+    } else {
+        settings
+            .types
+            .get(&ext)
+            .map_or(settings.default_type.as_str(), String::as_str)
+    }
+}
+
+/// nginx reads the request line and each header line into one of the
+/// `large_client_header_buffers`: a longer request line is 414, a longer
+/// header line 494.
+fn head_too_large(parts: &http::request::Parts, size: u64) -> Option<u16> {
+    let size = size as usize;
+    let target = parts.uri.to_string().len();
+    // "METHOD SP target SP HTTP/1.x CRLF"
+    if parts.method.as_str().len() + target + 12 > size {
+        return Some(414);
+    }
+    parts
+        .headers
+        .iter()
+        .any(|(k, v)| k.as_str().len() + v.len() + 4 > size)
+        .then_some(494)
 }
 
 /// The request's Content-Length, when it has exactly one valid one.
@@ -265,6 +312,7 @@ fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
 pub fn finish(state: RequestState, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
     add_server_header(&mut resp, state.settings.server_tokens);
+    crate::proxy::redirect::absolute_location(resp.headers_mut(), &state);
     let info = ResponseInfo {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
