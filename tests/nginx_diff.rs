@@ -325,6 +325,9 @@ fn cases() -> Vec<Case> {
                 ("Proxy-Connection", "x"),
                 ("Upgrade", "h2c"),
                 ("Trailer", "X-T"),
+                ("Connection", "X-Listed"),
+                ("X-Listed", "1"),
+                ("TE", "trailers"),
                 ("X-Pad", "p"),
                 ("Set-Cookie", "a=1"),
                 ("Set-Cookie", "b=2"),
@@ -693,7 +696,7 @@ fn norm_body(body: &[u8], port: u16) -> String {
 /// this request (nginx writes it, hyper leaves it out).
 fn default_connection(req: &str) -> &'static str {
     let head = req.to_ascii_lowercase();
-    let http10 = head.lines().next().is_some_and(|l| l.ends_with("http/1.0\r"));
+    let http10 = head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));
     if http10 && !head.contains("\r\nconnection: keep-alive") {
         "close"
     } else if !http10 && !head.contains("\r\nconnection: close") {
