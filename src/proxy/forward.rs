@@ -124,7 +124,11 @@ pub async fn forward(
                 head.append(name.clone(), v);
             }
         }
-        headers::reserve_length(&mut head, &state.parts.headers, settings.proxy_pass_request_body);
+        headers::reserve_length(
+            &mut head,
+            &state.parts.headers,
+            settings.proxy_pass_request_body,
+        );
         if settings.proxy_pass_request_headers {
             for (k, v) in state.parts.headers.iter() {
                 if !plan.overrides(k) {

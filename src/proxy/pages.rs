@@ -148,3 +148,28 @@ pub fn returned(
         (_, None) => error(code, tokens, false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_494_page_names_the_reason_under_a_400_heading() {
+        let page = error_body(494, false).unwrap_or_default();
+        assert!(page.contains("<title>400 Request Header Or Cookie Too Large</title>"));
+        assert!(page.contains("<h1>400 Bad Request</h1></center>\r\n<center>Request Header Or Cookie Too Large</center>"));
+        let page = error_body(404, false).unwrap_or_default();
+        assert!(page.contains("<h1>404 Not Found</h1></center>\r\n<hr>"));
+    }
+
+    #[test]
+    fn status_lines_carry_nginx_s_reasons() {
+        let resp = error(504, false, false);
+        let r = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(r.map(|r| r.as_bytes()), Some(&b"Gateway Time-out"[..]));
+        assert!(error(204, false, false)
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none());
+    }
+}

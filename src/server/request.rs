@@ -163,7 +163,10 @@ pub async fn handle(
     if bad_host || missing_host || state.parts.headers.get_all(header::HOST).iter().count() > 1 {
         return Ok(finish(state, pages::error(400, tokens, true)));
     }
-    if let Some(code) = head_too_large(&state.parts, server.settings.large_client_header_buffers.size) {
+    if let Some(code) = head_too_large(
+        &state.parts,
+        server.settings.large_client_header_buffers.size,
+    ) {
         return Ok(finish(state, pages::error(code, tokens, true)));
     }
     if has_smuggling_shape(&state.parts.headers) {
@@ -332,4 +335,32 @@ pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
         header::SERVER,
         http::HeaderValue::from_static(pages::server_token(tokens)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_follows_the_extension_of_the_last_segment() {
+        let s = crate::conf::model::LevelSettings::default().resolve();
+        assert_eq!(content_type(&s, "/a/b.GIF"), "image/gif");
+        assert_eq!(content_type(&s, "/a.jpg/b"), "text/plain");
+        assert_eq!(content_type(&s, "/x.css"), "text/plain");
+    }
+
+    #[test]
+    fn long_lines_are_414_and_494() {
+        let req = |target: &str, h: &str| {
+            let (p, ()) = http::Request::get(target)
+                .header("x-h", h)
+                .body(())
+                .unwrap_or_default()
+                .into_parts();
+            p
+        };
+        assert_eq!(head_too_large(&req("/a", "v"), 64), None);
+        assert_eq!(head_too_large(&req(&"/a".repeat(40), "v"), 64), Some(414));
+        assert_eq!(head_too_large(&req("/a", &"v".repeat(70)), 64), Some(494));
+    }
 }

@@ -172,8 +172,7 @@ fn read_response(s: &mut TcpStream, head: bool) -> ClientResponse {
         }
         true
     };
-    if r
-        .header("transfer-encoding")
+    if r.header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
         r.chunked = true;
