@@ -872,6 +872,13 @@ fn run_case(c: &Case) -> Outcome {
             .lines()
             .map(norm_log_line)
             .collect();
+        if ln.len() != c.reqs.len() {
+            diffs.push(format!(
+                "nginx logged {} lines for {} requests",
+                ln.len(),
+                c.reqs.len()
+            ));
+        }
         if ln != ls {
             diffs.push(side_by_side("access log", &ln, &ls));
         }
