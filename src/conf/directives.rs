@@ -181,7 +181,7 @@ pub static DIRECTIVES: &[Spec] = &[
     // http core
     b("server", HTTP, n(0), OK),
     b("location", SERVER | LOCATION, Range(1, 2), OK),
-    b("types", HSL, n(0), NoEffect("MIME types matter for static files, which sluice does not serve yet")),
+    b("types", HSL, n(0), Differs("sets the Content-Type of return texts; sluice serves no static files yet")),
     b("map", HTTP, n(2), OK),
     b("upstream", HTTP, n(1), OK),
     b("if", SERVER | LOCATION, AtLeast(1), LATER_REWRITE),

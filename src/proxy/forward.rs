@@ -124,6 +124,11 @@ pub async fn forward(
                 head.append(name.clone(), v);
             }
         }
+        headers::reserve_length(
+            &mut head,
+            &state.parts.headers,
+            settings.proxy_pass_request_body,
+        );
         if settings.proxy_pass_request_headers {
             for (k, v) in state.parts.headers.iter() {
                 if !plan.overrides(k) {
@@ -179,8 +184,11 @@ pub async fn forward(
                 return crate::server::request::finish(state, pages::error(code, tokens, true));
             }
         }
-    } else if let Some(len) = declared_len.filter(|_| has_body) {
+    } else if let Some(len) = declared_len.filter(|_| settings.proxy_pass_request_body) {
+        // nginx passes `Content-Length: 0` on too.
         head.insert(header::CONTENT_LENGTH, len.into());
+    } else {
+        head.remove(header::CONTENT_LENGTH);
     }
 
     let Some(group) = gen.upstreams.get(&pp.upstream) else {

@@ -4,7 +4,8 @@
 //! under it) is sent first; an empty value removes the header; then the
 //! client's headers follow, except those whose names the list mentions.
 //! hop-by-hop headers reach the upstream only when the list sets them.
-//! Response: hop-by-hop headers and nginx's hidden headers are dropped,
+//! Response: the connection and framing headers and nginx's hidden headers
+//! are dropped (other hop-by-hop names pass, as in nginx),
 //! `proxy_hide_header` / `proxy_pass_header` adjust the hidden set.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -77,37 +78,18 @@ const HIDDEN: &[&str] = &[
     "x-accel-charset",
 ];
 
-/// Hop-by-hop headers of a response (RFC 9110 section 7.6.1), never relayed
-/// except on a 101 where `Upgrade` and `Connection` belong to the switch.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The response headers nginx's upstream module does not relay
+/// (`ngx_http_upstream_headers_in`): the framing and connection ones, which
+/// the client connection decides for itself. nginx passes the other
+/// hop-by-hop names (TE, Trailer, Upgrade, Proxy-Connection, names listed in
+/// Connection), and so does sluice; on a 101 `Upgrade` and `Connection`
+/// belong to the switch.
+const NOT_RELAYED: &[&str] = &["connection", "keep-alive", "transfer-encoding"];
 
 /// Filters an upstream response's headers for the client.
 pub fn filter_response(headers: &mut HeaderMap, settings: &Settings, switching: bool) {
-    // Names listed in the Connection header are hop-by-hop too.
-    let listed: Vec<HeaderName> = if switching {
-        Vec::new()
-    } else {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect()
-    };
-    for name in listed {
-        headers.remove(name);
-    }
-    for h in HOP_BY_HOP {
-        if switching && (*h == "upgrade" || *h == "connection") {
+    for h in NOT_RELAYED {
+        if switching && *h == "connection" {
             continue;
         }
         headers.remove(*h);
@@ -135,4 +117,17 @@ pub fn upstream_version(v: HttpVersion) -> http::Version {
 /// value nginx would send verbatim could not be sent by hyper anyway.
 pub fn value(bytes: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_bytes(bytes).ok()
+}
+
+/// nginx sends the body's length among its own headers, right after the
+/// `proxy_set_header` list and before the client's: reserves that place in
+/// `head` (the value is set, or the header removed, once the body framing
+/// is known; inserting into an existing name keeps its position).
+pub fn reserve_length(head: &mut HeaderMap, client: &HeaderMap, pass_body: bool) {
+    if pass_body
+        && (client.contains_key(header::CONTENT_LENGTH)
+            || client.contains_key(header::TRANSFER_ENCODING))
+    {
+        head.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
 }

@@ -5,7 +5,7 @@ pub mod body;
 pub mod forward;
 pub mod headers;
 pub mod pages;
-mod redirect;
+pub mod redirect;
 pub mod tunnel;
 pub mod uri;
 

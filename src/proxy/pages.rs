@@ -55,6 +55,31 @@ fn title(code: u16) -> Option<&'static str> {
     })
 }
 
+/// nginx's reason phrase in the status line (`ngx_http_status_lines`),
+/// where it differs from the one hyper would write.
+pub fn status_reason(code: u16) -> Option<&'static [u8]> {
+    Some(match code {
+        302 => b"Moved Temporarily",
+        401 => b"Unauthorized",
+        405 => b"Not Allowed",
+        408 => b"Request Time-out",
+        413 => b"Request Entity Too Large",
+        414 => b"Request-URI Too Large",
+        416 => b"Requested Range Not Satisfiable",
+        503 => b"Service Temporarily Unavailable",
+        504 => b"Gateway Time-out",
+        _ => return None,
+    })
+}
+
+/// Gives a response sluice makes nginx's status line.
+pub fn set_nginx_reason(resp: &mut Response<ProxyBody>) {
+    if let Some(r) = status_reason(resp.status().as_u16()) {
+        resp.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(r));
+    }
+}
+
 /// The status sent on the wire for nginx's internal codes (494..497 are 400).
 pub fn wire_status(code: u16) -> StatusCode {
     let code = match code {
@@ -67,8 +92,13 @@ pub fn wire_status(code: u16) -> StatusCode {
 /// nginx's built-in error page body for `code`, if it has one.
 pub fn error_body(code: u16, tokens: bool) -> Option<String> {
     let t = title(code)?;
+    // 494..497 are 400s whose page names the reason under the heading.
+    let (h1, detail) = match t.strip_prefix("400 ") {
+        Some(d) if code != 400 => ("400 Bad Request", format!("<center>{d}</center>\r\n")),
+        _ => (t, String::new()),
+    };
     Some(format!(
-        "<html>\r\n<head><title>{t}</title></head>\r\n<body>\r\n<center><h1>{t}</h1></center>\r\n<hr><center>{}</center>\r\n</body>\r\n</html>\r\n",
+        "<html>\r\n<head><title>{t}</title></head>\r\n<body>\r\n<center><h1>{h1}</h1></center>\r\n{detail}<hr><center>{}</center>\r\n</body>\r\n</html>\r\n",
         server_token(tokens)
     ))
 }
@@ -78,8 +108,12 @@ pub fn error(code: u16, tokens: bool, close: bool) -> Response<ProxyBody> {
     let body = error_body(code, tokens).unwrap_or_default();
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = wire_status(code);
+    set_nginx_reason(&mut resp);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    // nginx gives a 204 no Content-Type (it has no page either).
+    if code != 204 {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    }
     if close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -105,11 +139,37 @@ pub fn returned(
         (false, Some(text)) => {
             let mut resp = Response::new(full(Bytes::from(text)));
             *resp.status_mut() = wire_status(code);
+            set_nginx_reason(&mut resp);
             if let Ok(v) = HeaderValue::from_str(default_type) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, v);
             }
             resp
         }
         (_, None) => error(code, tokens, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_494_page_names_the_reason_under_a_400_heading() {
+        let page = error_body(494, false).unwrap_or_default();
+        assert!(page.contains("<title>400 Request Header Or Cookie Too Large</title>"));
+        assert!(page.contains("<h1>400 Bad Request</h1></center>\r\n<center>Request Header Or Cookie Too Large</center>"));
+        let page = error_body(404, false).unwrap_or_default();
+        assert!(page.contains("<h1>404 Not Found</h1></center>\r\n<hr>"));
+    }
+
+    #[test]
+    fn status_lines_carry_nginx_s_reasons() {
+        let resp = error(504, false, false);
+        let r = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(r.map(|r| r.as_bytes()), Some(&b"Gateway Time-out"[..]));
+        assert!(error(204, false, false)
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none());
     }
 }

@@ -104,3 +104,23 @@ fn absolute(state: &RequestState, path: &str) -> String {
         format!("{scheme}://{host}{path}")
     }
 }
+
+/// nginx's header filter on a response sluice made itself (`return`, the
+/// `/dir` -> `/dir/` redirect): a `Location` starting with `/` becomes
+/// absolute unless `absolute_redirect off`.
+pub fn absolute_location(headers: &mut HeaderMap, state: &RequestState) {
+    if !state.settings.absolute_redirect {
+        return;
+    }
+    let Some(path) = headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with('/'))
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    if let Ok(hv) = HeaderValue::from_str(&absolute(state, &path)) {
+        headers.insert(LOCATION, hv);
+    }
+}

@@ -159,7 +159,10 @@ impl Guarded {
         let head = format!(
             "HTTP/1.1 {} {}\r\nServer: {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
+            pages::status_reason(status.as_u16())
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .or(status.canonical_reason())
+                .unwrap_or(""),
             pages::server_token(self.limits.server_tokens),
             body.len()
         );
@@ -319,8 +322,8 @@ fn framing(head: &[u8]) -> Result<State, u16> {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        // hyper answers malformed heads itself.
-        _ => return Ok(State::Passthrough),
+        Ok(httparse::Status::Partial) => return Ok(State::Passthrough),
+        Err(_) => return Err(malformed_status(head)),
     }
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -358,6 +361,21 @@ fn framing(head: &[u8]) -> Result<State, u16> {
             started: false,
         },
     })
+}
+
+/// nginx answers a request line naming HTTP/2 or later with 505, any other
+/// malformed head with 400.
+fn malformed_status(head: &[u8]) -> u16 {
+    let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let version = line.trim_end().rsplit(' ').next().unwrap_or("");
+    match version
+        .strip_prefix("HTTP/")
+        .and_then(|v| v.split('.').next())
+    {
+        Some(major) if major.parse::<u32>().is_ok_and(|m| m >= 2) => 505,
+        _ => 400,
+    }
 }
 
 /// Advances through chunked framing; returns (bytes used, body done, malformed).
@@ -605,6 +623,8 @@ mod tests {
             Some(501)
         );
         assert_eq!(f("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), None);
+        assert_eq!(f("GET / HTTP/2.0\r\n\r\n"), Some(505));
+        assert_eq!(f("GET /\x01 HTTP/1.1\r\n\r\n"), Some(400));
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub async fn handle(
     };
     let tokens = server.settings.server_tokens;
 
-    if bad_host || missing_host {
+    if bad_host || missing_host || state.parts.headers.get_all(header::HOST).iter().count() > 1 {
         return Ok(finish(state, pages::error(400, tokens, true)));
     }
     if has_smuggling_shape(&state.parts.headers) {
@@ -245,7 +245,7 @@ fn returned(state: &RequestState, r: &Return) -> Response<ProxyBody> {
         r.code,
         text,
         state.settings.server_tokens,
-        &state.settings.default_type,
+        content_type(&state.settings, &state.uri),
     )
 }
 
@@ -262,6 +262,33 @@ fn drop_underscored(headers: &mut http::HeaderMap) {
         .collect();
     for n in names {
         headers.remove(n);
+    }
+}
+
+/// nginx's `ngx_http_set_content_type`: the type of the URI's extension
+/// (after the last `.` of the last segment), else `default_type`. Without
+/// a `types` block nginx knows html, gif and jpg.
+fn content_type<'a>(settings: &'a Settings, uri: &str) -> &'a str {
+    const BUILTIN: &[(&str, &str)] = &[
+        ("html", "text/html"),
+        ("gif", "image/gif"),
+        ("jpg", "image/jpeg"),
+    ];
+    let last = uri.rsplit('/').next().unwrap_or("");
+    let Some((_, ext)) = last.rsplit_once('.') else {
+        return &settings.default_type;
+    };
+    let ext = ext.to_ascii_lowercase();
+    if settings.types.is_empty() {
+        BUILTIN
+            .iter()
+            .find(|(e, _)| *e == ext)
+            .map_or(settings.default_type.as_str(), |(_, t)| t)
+    } else {
+        settings
+            .types
+            .get(&ext)
+            .map_or(settings.default_type.as_str(), String::as_str)
     }
 }
 
@@ -288,6 +315,7 @@ fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
 pub fn finish(state: RequestState, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
     add_server_header(&mut resp, state.settings.server_tokens);
+    crate::proxy::redirect::absolute_location(resp.headers_mut(), &state);
     let info = ResponseInfo {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
@@ -307,4 +335,17 @@ pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
         header::SERVER,
         http::HeaderValue::from_static(pages::server_token(tokens)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_follows_the_extension_of_the_last_segment() {
+        let s = crate::conf::model::LevelSettings::default().resolve();
+        assert_eq!(content_type(&s, "/a/b.GIF"), "image/gif");
+        assert_eq!(content_type(&s, "/a.jpg/b"), "text/plain");
+        assert_eq!(content_type(&s, "/x.css"), "text/plain");
+    }
 }
