@@ -8,6 +8,7 @@ mod interop_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::backend::{Backend, Reply};
@@ -19,11 +20,15 @@ const NGINX: &str = "/usr/sbin/nginx";
 /// The guide's config with its addresses substituted, plus the temp paths
 /// nginx needs under its prefix (sluice accepts and ignores them).
 fn conf(pid: &str, port: u16, upstream: SocketAddr) -> String {
+    conf_with(pid, port, upstream, "access_log logs/access.log;")
+}
+
+fn conf_with(pid: &str, port: u16, upstream: SocketAddr, log: &str) -> String {
     let guide = common::seed("websocket-example.conf")
         .replace("192.168.100.10:8010", &upstream.to_string())
         .replace("listen 8020;", &format!("listen 127.0.0.1:{port};"));
     format!(
-        "worker_processes 1;\nerror_log logs/error.log info;\npid logs/{pid};\nevents {{ worker_connections 1024; }}\nhttp {{\naccess_log logs/access.log;\nclient_body_temp_path tmp/body;\nproxy_temp_path tmp/proxy;\nfastcgi_temp_path tmp/fastcgi;\nuwsgi_temp_path tmp/uwsgi;\nscgi_temp_path tmp/scgi;\n{guide}\n}}\n"
+        "worker_processes 1;\nerror_log logs/error.log info;\npid logs/{pid};\nevents {{ worker_connections 1024; }}\nhttp {{\n{log}\nclient_body_temp_path tmp/body;\nproxy_temp_path tmp/proxy;\nfastcgi_temp_path tmp/fastcgi;\nuwsgi_temp_path tmp/uwsgi;\nscgi_temp_path tmp/scgi;\n{guide}\n}}\n"
     )
 }
 
@@ -34,6 +39,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(port: u16, upstream: SocketAddr) -> Nginx {
+        Self::start_with(port, upstream, "access_log logs/access.log;").0
+    }
+
+    /// Starts nginx with `log` as the access log lines; returns the prefix too.
+    fn start_with(port: u16, upstream: SocketAddr, log: &str) -> (Nginx, PathBuf) {
         assert!(
             std::path::Path::new(NGINX).exists(),
             "nginx missing: run tests/peers/install.sh"
@@ -42,7 +52,7 @@ impl Nginx {
         std::fs::create_dir_all(prefix.join("tmp")).expect("tmp dir");
         std::fs::write(
             prefix.join("conf/nginx.conf"),
-            conf("nginx.pid", port, upstream),
+            conf_with("nginx.pid", port, upstream, log),
         )
         .expect("write conf");
         let mut child = Command::new(NGINX)
@@ -69,9 +79,12 @@ impl Nginx {
             }
             pid.exists()
         });
-        Nginx {
-            _proc: Proc(Some(child)),
-        }
+        (
+            Nginx {
+                _proc: Proc(Some(child)),
+            },
+            prefix,
+        )
     }
 }
 
@@ -107,8 +120,12 @@ fn exchange(port: u16, req: &str) -> (TcpStream, String) {
 }
 
 fn handshake(port: u16) -> String {
+    handshake_with(port, "")
+}
+
+fn handshake_with(port: u16, extra: &str) -> String {
     format!(
-        "GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat.v2, chat.v1\r\n\r\n"
+        "GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat.v2, chat.v1\r\n{extra}\r\n"
     )
 }
 
@@ -127,9 +144,13 @@ fn normalise(head: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn same_handshake(upstream: SocketAddr) -> (String, Vec<(String, String)>) {
+    same_handshake_with(upstream, "")
+}
+
+fn same_handshake_with(upstream: SocketAddr, extra: &str) -> (String, Vec<(String, String)>) {
     let p = pair(upstream);
-    let (_a, from_nginx) = exchange(p.nginx_port, &handshake(p.nginx_port));
-    let (_b, from_sluice) = exchange(p.sluice_port, &handshake(p.sluice_port));
+    let (_a, from_nginx) = exchange(p.nginx_port, &handshake_with(p.nginx_port, extra));
+    let (_b, from_sluice) = exchange(p.sluice_port, &handshake_with(p.sluice_port, extra));
     let (n, s) = (normalise(&from_nginx), normalise(&from_sluice));
     assert_eq!(n, s, "nginx:\n{from_nginx}\nsluice:\n{from_sluice}");
     assert!(n.0.starts_with("HTTP/1.1 101"), "{from_nginx}");
@@ -152,6 +173,22 @@ fn handshake_response_headers_match_nginx_with_the_guide_server_js() {
         "sec-websocket-accept".into(),
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
     )));
+}
+
+#[test]
+fn handshake_response_headers_match_nginx_with_permessage_deflate() {
+    let dir = temp_dir("diff-deflate");
+    let (_node, upstream) = start_deflate_server(&dir);
+    let (_, headers) = same_handshake_with(
+        upstream,
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "sec-websocket-extensions" && v.starts_with("permessage-deflate")),
+        "{headers:?}"
+    );
 }
 
 /// The whole response to `req`, read until the proxy closes or the body
@@ -297,4 +334,46 @@ fn close_codes_pass_through_like_nginx() {
     want.extend_from_slice(b"server says bye");
     assert_eq!(from_sluice.0, want);
     assert_eq!(&from_sluice.1[2..4], &4002u16.to_be_bytes());
+}
+
+/// The access log line of a tunnel, through nginx and through sluice with
+/// the same log_format: written once the tunnel ends, with status 101, the
+/// bytes relayed to the client as `$body_bytes_sent`, and the same
+/// `$request_length` and upstream.
+#[test]
+fn tunnel_access_log_line_matches_nginx() {
+    let up = RawUpstream::start();
+    let log = "log_format ws '$status $body_bytes_sent $request_length $upstream_addr $request_time';\naccess_log logs/ws.log ws;";
+    let (nginx_port, sluice_port) = (common::free_port(), common::free_port());
+    let (_nginx, nginx_prefix) = Nginx::start_with(nginx_port, up.addr, log);
+    let sluice = Sluice::start(
+        "ws-diff-log",
+        &conf_with("sluice.pid", sluice_port, up.addr, log),
+    );
+    let mut lines = Vec::new();
+    for (port, path) in [
+        (nginx_port, nginx_prefix.join("logs/ws.log")),
+        (sluice_port, sluice.path("logs/ws.log")),
+    ] {
+        let (mut client, _) = raw_ws_client(port, "/chat");
+        let mut upstream = up.next();
+        upstream.write_all(b"twelve bytes").expect("upstream write");
+        let mut got = [0u8; 12];
+        client.read_exact(&mut got).expect("client read");
+        client.write_all(b"up").expect("client write");
+        let mut b = [0u8; 2];
+        upstream.read_exact(&mut b).expect("upstream read");
+        drop(client);
+        assert!(is_closed(&read_outcome(&mut upstream)));
+        drop(upstream);
+        wait_until("the tunnel's log line", || {
+            common::read_file(&path).lines().count() == 1
+        });
+        let line = common::read_file(&path);
+        let (fixed, time) = line.trim().rsplit_once(' ').expect("fields");
+        assert!(time.parse::<f64>().is_ok(), "{line}");
+        lines.push(fixed.to_string());
+    }
+    assert_eq!(lines[0], lines[1], "nginx vs sluice");
+    assert!(lines[1].starts_with("101 12 "), "{}", lines[1]);
 }
