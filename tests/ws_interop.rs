@@ -116,6 +116,7 @@ fn node_ws_client_against_sluice_echo() {
         "echo",
         &[
             "subprotocol",
+            "no-deflate",
             "text",
             "binary",
             "ping",
@@ -137,6 +138,7 @@ fn node_ws_client_against_the_guide_server_js() {
         "guide",
         &[
             "subprotocol",
+            "no-deflate",
             "text",
             "binary",
             "ping",

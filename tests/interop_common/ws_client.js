@@ -87,6 +87,9 @@ async function main() {
     const guide = mode === 'guide';
     const ws = await connect(['chat.v2', 'chat.v1']);
     check('subprotocol', ws.protocol === 'chat.v2' && ws.responseHeaders['sec-websocket-protocol'] === 'chat.v2', JSON.stringify(ws.protocol));
+    // The client offers permessage-deflate; neither server.js (the ws
+    // server's default) nor sluice echo accepts it, and sluice adds nothing.
+    check('no-deflate', ws.extensions === '' && !('sec-websocket-extensions' in ws.responseHeaders), JSON.stringify(ws.extensions));
     await echoChecks(ws, guide);
     ws.close(4001, 'client bye');
     const c = await ws.closed;
