@@ -493,6 +493,12 @@ async fn relay(
         let upstream_up = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         headers::filter_response(&mut parts.headers, &settings, true);
+        // nginx never relays the upstream's Connection on a 101: its header
+        // filter writes its own `Connection: upgrade`.
+        parts.headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         let mut resp = Response::from_parts(parts, body::empty());
         add_server_header(&mut resp, tokens);
         let info = ResponseInfo {

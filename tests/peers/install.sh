@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the tests talk to, on a fresh Debian machine:
-# nginx (for differential tests). Idempotent: skips what is already there.
+# nginx (for differential tests), Chromium (the browser WebSocket client) and
+# npm's ws and wscat (the nginx guide's Node server and its client), pinned in
+# package-lock.json. Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,4 +18,11 @@ apt_install() {
     fi
 }
 
-apt_install nginx-light
+apt_install nginx-light chromium
+
+# npm ci wipes node_modules: only run it when the lock file changed since.
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s node_modules/.sluice-lock package-lock.json; then
+    echo "installing npm peers (ws, wscat) into tests/peers/node_modules"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    cp package-lock.json node_modules/.sluice-lock
+fi
