@@ -94,8 +94,6 @@ const LATER_H2: Status = NoEffect("HTTP/2 is not implemented yet");
 const LATER_REWRITE: Status = NoEffect("the rewrite module (except return) is not implemented yet");
 const LATER_ACCESS: Status = NoEffect("access control and limits are not implemented yet");
 const LATER_CHECK: Status = NoEffect("active health checks are not implemented yet");
-const LATER_BALANCE: Status =
-    NoEffect("this balancing method is not implemented yet; round robin is used");
 const LATER_OPS: Status = NoEffect("process management is not implemented yet");
 
 /// Every directive sluice recognises.
@@ -493,10 +491,10 @@ pub static DIRECTIVES: &[Spec] = &[
     d("http2_extended_connect", HS, Flag, LATER_H2),
     // upstream {}
     d("server", UPSTREAM, AtLeast(1), OK),
-    d("least_conn", UPSTREAM, n(0), LATER_BALANCE),
-    d("ip_hash", UPSTREAM, n(0), LATER_BALANCE),
-    d("hash", UPSTREAM, Range(1, 2), LATER_BALANCE),
-    d("random", UPSTREAM, Range(0, 2), LATER_BALANCE),
+    d("least_conn", UPSTREAM, n(0), OK),
+    d("ip_hash", UPSTREAM, n(0), OK),
+    d("hash", UPSTREAM, Range(1, 2), OK),
+    d("random", UPSTREAM, Range(0, 2), OK),
     d("keepalive", UPSTREAM, n(1), OK),
     d(
         "zone",

@@ -8,7 +8,9 @@
 //! line is its own peer with that line's parameters.
 
 mod balance;
+pub mod check;
 pub mod crc32;
+pub mod pool;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -181,6 +183,9 @@ pub struct Group {
     /// of `conns` to be one step. nginx holds its peers write lock for the
     /// same span when the group lives in a shared zone.
     weights: Mutex<Vec<Weights>>,
+    /// The keepalive cache, carried over reloads with the group's name.
+    pool: Arc<pool::Pool>,
+    keepalive: Option<pool::Limits>,
 }
 
 /// Per-request balancer state: nginx's `tried` bitmap, whether the request
@@ -234,7 +239,11 @@ impl Tried {
 }
 
 impl Group {
-    fn new(conf: Arc<UpstreamConf>, carried: &mut HashMap<SocketAddr, Arc<PeerState>>) -> Self {
+    fn new(
+        conf: Arc<UpstreamConf>,
+        carried: &mut HashMap<SocketAddr, Arc<PeerState>>,
+        pool: Option<Arc<pool::Pool>>,
+    ) -> Self {
         let mut peers = Vec::new();
         let mut names: HashMap<&str, u32> = HashMap::new();
         let default_down = conf.check.as_ref().is_some_and(|c| c.default_down);
@@ -301,7 +310,13 @@ impl Group {
                 effective: i64::from(p.weight),
             })
             .collect();
+        let keepalive = pool::Limits::of(&conf);
+        let pool = pool.unwrap_or_default();
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addr).collect();
+        pool.retain(&addrs, keepalive.as_ref());
         Group {
+            pool,
+            keepalive,
             single: n_primary == 1 && n_backup == 0,
             conf,
             peers,
@@ -324,6 +339,11 @@ impl Group {
     /// All peers, primary first then backup (for health checks and status).
     pub fn peers(&self) -> &[Peer] {
         &self.peers
+    }
+
+    /// The keepalive cache and its limits, when the group has `keepalive`.
+    pub fn keepalive(&self) -> Option<(&Arc<pool::Pool>, &pool::Limits)> {
+        self.keepalive.as_ref().map(|l| (&self.pool, l))
     }
 
     /// nginx's initial `u->peer.tries`: the number of peers not marked
@@ -488,8 +508,12 @@ impl Upstreams {
     /// for peers with the same (upstream name, address).
     pub fn new(confs: &[Arc<UpstreamConf>], prev: Option<&Upstreams>) -> Self {
         let mut old: HashMap<(&str, bool), HashMap<SocketAddr, Arc<PeerState>>> = HashMap::new();
+        let mut pools: HashMap<(&str, bool), Arc<pool::Pool>> = HashMap::new();
         if let Some(prev) = prev {
             for g in &prev.groups {
+                pools
+                    .entry((g.conf.name.as_str(), g.conf.implicit))
+                    .or_insert_with(|| g.pool.clone());
                 let m = old
                     .entry((g.conf.name.as_str(), g.conf.implicit))
                     .or_default();
@@ -503,7 +527,8 @@ impl Upstreams {
             let mut carried = old
                 .remove(&(conf.name.as_str(), conf.implicit))
                 .unwrap_or_default();
-            let g = Arc::new(Group::new(conf.clone(), &mut carried));
+            let pool = pools.remove(&(conf.name.as_str(), conf.implicit));
+            let g = Arc::new(Group::new(conf.clone(), &mut carried, pool));
             let i = u.groups.len();
             u.by_ptr.insert(Arc::as_ptr(conf) as usize, i);
             // The compiler lists explicit upstreams before implicit ones, so
