@@ -70,6 +70,10 @@ pub struct PeerState {
     checked: AtomicU64,
     conns: AtomicU32,
     health: AtomicU8,
+    /// Consecutive passed / failed active checks (Tengine's rise and fall
+    /// counts), kept across reloads with the rest of the state.
+    rise_count: AtomicU32,
+    fall_count: AtomicU32,
 }
 
 impl PeerState {
@@ -89,6 +93,48 @@ impl PeerState {
             2 => Health::Down,
             _ => Health::Unknown,
         }
+    }
+
+    /// Consecutive passed active checks.
+    pub fn rise_count(&self) -> u32 {
+        self.rise_count.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive failed active checks.
+    pub fn fall_count(&self) -> u32 {
+        self.fall_count.load(Ordering::Relaxed)
+    }
+
+    /// Records one active check and applies Tengine's rule: `rise`
+    /// consecutive passes mark a down peer up, `fall` consecutive failures
+    /// mark an up peer down. Returns the new verdict when it changed.
+    pub fn record_check(&self, passed: bool, rise: u32, fall: u32) -> Option<Health> {
+        let down = self.health() == Health::Down;
+        if passed {
+            self.fall_count.store(0, Ordering::Relaxed);
+            let n = self
+                .rise_count
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if down && n >= rise {
+                self.set_health(Health::Up);
+                return Some(Health::Up);
+            }
+            if self.health() == Health::Unknown {
+                self.set_health(Health::Up);
+            }
+        } else {
+            self.rise_count.store(0, Ordering::Relaxed);
+            let n = self
+                .fall_count
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if !down && n >= fall {
+                self.set_health(Health::Down);
+                return Some(Health::Down);
+            }
+        }
+        None
     }
 
     /// Set by the active health checker.
