@@ -125,3 +125,194 @@ fn active_checks_take_a_failing_peer_out_and_back() {
     assert!(b.checks() > 0 && a.checks() > 0);
     drop(s);
 }
+
+/// A loopback address nothing listens on (connections are refused).
+fn refused_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+#[test]
+fn refusing_server_is_passed_over() {
+    let a = NamedBackend::start("a");
+    let dead = refused_addr();
+    let (text, addr) = conf(&format!("  server {dead};\n  server {};", a.addr), "");
+    let s = Sluice::start("fo-refused", &text);
+    for _ in 0..6 {
+        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+    }
+    assert!(
+        s.error_log().contains("connect() failed"),
+        "{}",
+        s.error_log()
+    );
+    drop(s);
+}
+
+#[test]
+fn hanging_server_times_out_and_is_passed_over() {
+    let a = NamedBackend::start("a");
+    let h = NamedBackend::start("h");
+    h.set_mode(Mode::Hang);
+    let (text, addr) = conf(
+        &format!("  server {};\n  server {};", h.addr, a.addr),
+        "   proxy_read_timeout 300ms;\n   proxy_next_upstream error timeout;\n",
+    );
+    let s = Sluice::start("fo-hang", &text);
+    for _ in 0..4 {
+        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+    }
+    assert!(h.hits() >= 1);
+    assert!(
+        s.error_log().contains("upstream timed out"),
+        "{}",
+        s.error_log()
+    );
+    drop(s);
+}
+
+#[test]
+fn server_answering_502_is_passed_over() {
+    let a = NamedBackend::start("a");
+    let bad = NamedBackend::start("bad");
+    bad.set_mode(Mode::Status502);
+    let (text, addr) = conf(
+        &format!("  server {};\n  server {};", bad.addr, a.addr),
+        "   proxy_next_upstream error timeout http_502;\n",
+    );
+    let s = Sluice::start("fo-502", &text);
+    for _ in 0..6 {
+        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+    }
+    assert!(bad.hits() >= 1);
+    drop(s);
+}
+
+#[test]
+fn failed_server_is_skipped_for_fail_timeout_then_retried() {
+    let a = NamedBackend::start("a");
+    let x = NamedBackend::start("x");
+    x.set_mode(Mode::Close);
+    let (text, addr) = conf(
+        &format!(
+            "  server {} max_fails=1 fail_timeout=2s;\n  server {};",
+            x.addr, a.addr
+        ),
+        "",
+    );
+    let s = Sluice::start("fo-fail-timeout", &text);
+    // Round robin reaches x within two requests; it fails and a answers.
+    for _ in 0..2 {
+        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+    }
+    let failed_at = std::time::Instant::now();
+    let hits = x.hits();
+    assert_eq!(hits, 1);
+    for _ in 0..6 {
+        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+    }
+    // Only meaningful if those requests ran inside fail_timeout.
+    if failed_at.elapsed() < std::time::Duration::from_millis(1500) {
+        assert_eq!(x.hits(), hits, "x was tried inside its fail_timeout");
+    }
+    x.set_mode(Mode::Ok);
+    wait_until("x tried again after fail_timeout", || {
+        get_once(addr, "/").1 == "x"
+    });
+    drop(s);
+}
+
+#[test]
+fn backup_takes_over_and_steps_back() {
+    let p1 = NamedBackend::start("p1");
+    let p2 = NamedBackend::start("p2");
+    let bk = NamedBackend::start("bk");
+    p1.set_mode(Mode::Close);
+    p2.set_mode(Mode::Close);
+    let (text, addr) = conf(
+        &format!(
+            "  server {} fail_timeout=1s;\n  server {} fail_timeout=1s;\n  server {} backup;",
+            p1.addr, p2.addr, bk.addr
+        ),
+        "",
+    );
+    let s = Sluice::start("fo-backup", &text);
+    for _ in 0..5 {
+        assert_eq!(get_once(addr, "/"), (200, "bk".to_string()));
+    }
+    p1.set_mode(Mode::Ok);
+    p2.set_mode(Mode::Ok);
+    wait_until("primaries serve again", || get_once(addr, "/").1 != "bk");
+    let bk_hits = bk.hits();
+    for _ in 0..10 {
+        let (code, body) = get_once(addr, "/");
+        assert_eq!(code, 200);
+        assert_ne!(body, "bk");
+    }
+    assert_eq!(bk.hits(), bk_hits);
+    drop(s);
+}
+
+#[test]
+fn all_down_is_502_with_no_live_upstreams() {
+    let p1 = NamedBackend::start("p1");
+    let p2 = NamedBackend::start("p2");
+    p1.set_mode(Mode::Close);
+    p2.set_mode(Mode::Close);
+    let (text, addr) = conf(&format!("  server {};\n  server {};", p1.addr, p2.addr), "");
+    let s = Sluice::start("fo-all-down", &text);
+    assert_eq!(get_once(addr, "/").0, 502);
+    assert_eq!(get_once(addr, "/").0, 502);
+    let log = s.error_log();
+    assert!(log.contains("no live upstreams"), "{log}");
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_spreads_websocket_tunnels_evenly() {
+    use sluice::tools::echo::{serve_with, EchoOptions};
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for name in ["e1", "e2", "e3"] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo");
+        addrs.push(l.local_addr().expect("addr"));
+        let opts = EchoOptions {
+            log: false,
+            name: Some(name.to_string()),
+        };
+        tasks.push(tokio::spawn(serve_with(l, opts)));
+    }
+    let port = free_port();
+    let servers: String = addrs.iter().map(|a| format!("  server {a};\n")).collect();
+    let text = format!(
+        "{}http {{\n access_log off;\n upstream ws {{\n  least_conn;\n{servers} }}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://ws;\n   proxy_http_version 1.1;\n   proxy_set_header Upgrade $http_upgrade;\n   proxy_set_header Connection \"Upgrade\";\n  }}\n }}\n}}\n",
+        main_block()
+    );
+    let s = Sluice::start("ws-least-conn", &text);
+    let mut open = Vec::new();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..300 {
+        let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
+            .await
+            .expect("handshake");
+        let name = resp
+            .headers()
+            .get("x-echo-server")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        *counts.entry(name).or_default() += 1;
+        // Held open, so least_conn counts it.
+        open.push(ws);
+    }
+    for name in ["e1", "e2", "e3"] {
+        let n = counts.get(name).copied().unwrap_or(0);
+        assert!((99..=101).contains(&n), "{counts:?}");
+    }
+    drop(open);
+    drop(s);
+    for t in tasks {
+        t.abort();
+    }
+}
