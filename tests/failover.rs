@@ -316,3 +316,41 @@ async fn least_conn_spreads_websocket_tunnels_evenly() {
         t.abort();
     }
 }
+
+#[test]
+fn reload_keeps_check_verdicts_and_pooled_connections() {
+    let a = NamedBackend::start("a");
+    let b = NamedBackend::start("b");
+    let port = free_port();
+    let text = format!(
+        "{}http {{\n access_log off;\n upstream app {{\n  server {};\n  server {};\n  keepalive 4;\n  check interval=50 rise=2 fall=2 timeout=1000 type=http;\n  check_http_send \"GET /health HTTP/1.0\\r\\n\\r\\n\";\n }}\n server {{\n  listen 127.0.0.1:{port};\n  location /status {{ check_status json; }}\n  location / {{\n   proxy_pass http://app;\n{KEEPALIVE}  }}\n }}\n}}\n",
+        main_block(),
+        a.addr,
+        b.addr
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = Sluice::start("reload-state", &text);
+    wait_until("a up", || is(addr, a.addr, "up"));
+    b.set_healthy(false);
+    wait_until("b down", || is(addr, b.addr, "down"));
+    let mut c = Client::connect(addr);
+    for _ in 0..10 {
+        assert_eq!(c.get("/", "").expect("response").2, "a");
+    }
+    let conns = a.proxied_conns();
+    s.signal(libc::SIGHUP);
+    wait_until("the new generation", || {
+        get_once(addr, "/status").1.contains("\"generation\": 2")
+    });
+    // The verdict carried over: b is still down, no request reaches it.
+    assert!(is(addr, b.addr, "down"));
+    let before = b.hits();
+    let mut c = Client::connect(addr);
+    for _ in 0..10 {
+        assert_eq!(c.get("/", "").expect("response").2, "a");
+    }
+    assert_eq!(b.hits(), before);
+    // The keepalive cache carried over too: no new upstream connection.
+    assert_eq!(a.proxied_conns(), conns);
+    drop(s);
+}

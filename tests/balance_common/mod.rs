@@ -32,6 +32,8 @@ pub struct Stats {
     pub conns: AtomicUsize,
     /// Requests other than health checks.
     pub hits: AtomicUsize,
+    /// Connections whose first request was not a health check.
+    pub proxied_conns: AtomicUsize,
     /// Health-check requests (to `/health`).
     pub checks: AtomicUsize,
     /// Non-health requests that arrived while `healthy` was false.
@@ -113,6 +115,11 @@ impl NamedBackend {
     pub fn conns(&self) -> usize {
         self.stats.conns.load(Ordering::SeqCst)
     }
+
+    /// Connections that carried proxied requests (health probes excluded).
+    pub fn proxied_conns(&self) -> usize {
+        self.stats.proxied_conns.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for NamedBackend {
@@ -142,7 +149,7 @@ fn serve(conn: TcpStream, s: Shared) {
     });
     let mut conn = conn;
     // Bounded: one connection serves at most this many requests.
-    for _ in 0..100_000 {
+    for n in 0..100_000 {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
@@ -185,6 +192,9 @@ fn serve(conn: TcpStream, s: Shared) {
                 format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = conn.write_all(out.as_bytes());
             return;
+        }
+        if n == 0 {
+            s.stats.proxied_conns.fetch_add(1, Ordering::SeqCst);
         }
         s.stats.hits.fetch_add(1, Ordering::SeqCst);
         if !s.healthy.load(Ordering::SeqCst) {
