@@ -354,3 +354,34 @@ fn reload_keeps_check_verdicts_and_pooled_connections() {
     assert_eq!(a.proxied_conns(), conns);
     drop(s);
 }
+
+#[test]
+fn reused_connection_failing_before_the_response_is_retried_fresh() {
+    let a = NamedBackend::start("a");
+    let b = NamedBackend::start("b");
+    a.set_mode(Mode::DropSecond);
+    b.set_mode(Mode::DropSecond);
+    let (text, addr) = conf(
+        &format!(
+            "  server {} max_fails=1 fail_timeout=30s;\n  server {} max_fails=1 fail_timeout=30s;\n  keepalive 8;",
+            a.addr, b.addr
+        ),
+        KEEPALIVE,
+    );
+    let s = Sluice::start("ka-retry-fresh", &text);
+    let mut c = Client::connect(addr);
+    for i in 0..20 {
+        let (status, _, _) = c.get("/", "").expect("response");
+        assert_eq!(status, 200, "request {i}");
+    }
+    // Every request after the first on each peer met a dropped reused
+    // connection; none counted as a peer failure or reached the client.
+    assert!(a.hits() + b.hits() > 20);
+    assert!(a.proxied_conns() >= 5 && b.proxied_conns() >= 5);
+    let log = s.error_log();
+    assert!(
+        !log.contains("[error]") && !log.contains("temporarily disabled"),
+        "{log}"
+    );
+    drop(s);
+}

@@ -24,6 +24,10 @@ pub enum Mode {
     /// 200 with keep-alive headers, then closes the connection at once (an
     /// upstream with a tiny idle timeout).
     OkThenClose = 4,
+    /// Answers the first request of a connection (keep-alive), then reads
+    /// the next one and closes without answering: a reused connection that
+    /// fails after the request was written.
+    DropSecond = 5,
 }
 
 #[derive(Default)]
@@ -204,6 +208,9 @@ fn serve(conn: TcpStream, s: Shared) {
             l.push(line.clone());
         }
         let mode = s.mode.load(Ordering::SeqCst);
+        if mode == Mode::DropSecond as u8 && n > 0 {
+            return;
+        }
         let code = match mode {
             m if m == Mode::Status502 as u8 => 502,
             m if m == Mode::Hang as u8 => {
