@@ -93,9 +93,6 @@ const LATER_TLS: Status = NoEffect("TLS is not implemented yet");
 const LATER_H2: Status = NoEffect("HTTP/2 is not implemented yet");
 const LATER_REWRITE: Status = NoEffect("the rewrite module (except return) is not implemented yet");
 const LATER_ACCESS: Status = NoEffect("access control and limits are not implemented yet");
-const LATER_CHECK: Status = NoEffect("active health checks are not implemented yet");
-const LATER_BALANCE: Status =
-    NoEffect("this balancing method is not implemented yet; round robin is used");
 const LATER_OPS: Status = NoEffect("process management is not implemented yet");
 
 /// Every directive sluice recognises.
@@ -230,7 +227,7 @@ pub static DIRECTIVES: &[Spec] = &[
     d("client_body_in_single_buffer", HSL, Flag, MOOT_IO),
     d("keepalive_timeout", HSL | UPSTREAM, Range(1, 2), OK),
     d("keepalive_requests", HSL | UPSTREAM, n(1), OK),
-    d("keepalive_time", HSL | UPSTREAM, n(1), NoEffect("not implemented yet")),
+    d("keepalive_time", HSL, n(1), NoEffect("not implemented yet for client connections")),
     d(
         "keepalive_disable",
         HSL,
@@ -493,22 +490,33 @@ pub static DIRECTIVES: &[Spec] = &[
     d("http2_extended_connect", HS, Flag, LATER_H2),
     // upstream {}
     d("server", UPSTREAM, AtLeast(1), OK),
-    d("least_conn", UPSTREAM, n(0), LATER_BALANCE),
-    d("ip_hash", UPSTREAM, n(0), LATER_BALANCE),
-    d("hash", UPSTREAM, Range(1, 2), LATER_BALANCE),
-    d("random", UPSTREAM, Range(0, 2), LATER_BALANCE),
+    d("least_conn", UPSTREAM, n(0), OK),
+    d("ip_hash", UPSTREAM, n(0), OK),
+    d("hash", UPSTREAM, Range(1, 2), OK),
+    d("random", UPSTREAM, Range(0, 2), OK),
     d("keepalive", UPSTREAM, n(1), OK),
+    d("keepalive_time", UPSTREAM, n(1), OK),
     d(
         "zone",
         UPSTREAM,
         Range(1, 2),
         NoEffect("upstream state is always shared by all threads"),
     ),
-    d("check", UPSTREAM, AtLeast(0), LATER_CHECK),
-    d("check_http_send", UPSTREAM, n(1), LATER_CHECK),
-    d("check_http_expect_alive", UPSTREAM, AtLeast(1), LATER_CHECK),
-    d("check_keepalive_requests", UPSTREAM, n(1), LATER_CHECK),
-    d("check_status", LOCATION, Range(0, 1), LATER_CHECK),
+    d(
+        "check",
+        UPSTREAM,
+        AtLeast(0),
+        Differs("type=tcp and type=http only (no ssl_hello, mysql, ajp)"),
+    ),
+    d("check_http_send", UPSTREAM, n(1), OK),
+    d("check_http_expect_alive", UPSTREAM, AtLeast(1), OK),
+    d(
+        "check_keepalive_requests",
+        UPSTREAM,
+        n(1),
+        NoEffect("each health probe uses a new connection"),
+    ),
+    d("check_status", LOCATION, Range(0, 1), OK),
     // Other modules users commonly have in their configs: recognised so that
     // those configs load, each named by a `[warn]` at load.
     d("worker_rlimit_core", MAIN, n(1), LATER_OPS),

@@ -380,6 +380,17 @@ pub enum Handler {
     None,
     Proxy(Arc<ProxyPass>),
     Return(Return),
+    /// Tengine's `check_status [html|csv|json]`: the active health-check
+    /// verdicts of every checked peer.
+    CheckStatus(StatusFormat),
+}
+
+/// Output format of `check_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFormat {
+    Html,
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Debug)]

@@ -168,13 +168,16 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         sent: u64,
+        // The inner body said it ended: hyper may drop a body whose
+        // `is_end_stream()` is true without polling it to `None`.
+        ended: bool,
         hook: Option<Box<dyn OnDone>>,
     }
     impl<B> PinnedDrop for Finished<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(hook) = this.hook.take() {
-                hook.done(*this.sent, false);
+                hook.done(*this.sent, *this.ended);
             }
         }
     }
@@ -185,6 +188,7 @@ impl<B> Finished<B> {
         Finished {
             inner,
             sent: 0,
+            ended: false,
             hook: Some(hook),
         }
     }
@@ -201,13 +205,14 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let r = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let r = this.inner.as_mut().poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     *this.sent += d.len() as u64;
                 }
+                *this.ended = this.inner.is_end_stream();
             }
             Poll::Ready(None) => {
                 if let Some(hook) = this.hook.take() {

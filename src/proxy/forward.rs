@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -20,6 +21,7 @@ use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
 use crate::conf::model::{next_upstream, HttpVersion, LocationMatch, LogLevel};
 use crate::server::request::{add_server_header, LogWhenDone, RequestState};
+use crate::upstream::pool::PooledConn;
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
 use crate::vars::eval::{ResponseInfo, UpstreamInfo};
 
@@ -391,9 +393,15 @@ struct Attempt {
     response: Response<Incoming>,
     connect_time: Duration,
     header_time: Duration,
+    /// The connection, when it may go back to the keepalive cache once the
+    /// response body is done.
+    conn: Option<PooledConn>,
 }
 
-/// One try at one peer: connect, send the head and body, read the response head.
+/// One try at one peer: take a cached connection or connect, send the head
+/// and body, read the response head. A reused connection that fails before
+/// any response byte (the upstream's idle close racing the request) is
+/// replaced by a fresh one, as nginx does, without counting a peer failure.
 async fn attempt(
     peer: &PeerGuard,
     req: Request<ProxyBody>,
@@ -401,6 +409,78 @@ async fn attempt(
     upgrade: bool,
 ) -> Result<Attempt, AttemptError> {
     let t0 = Instant::now();
+    let _ = upgrade;
+    // nginx caches only connections of HTTP/1.1 requests not sent with
+    // `Connection: close` (proxy_http_version 1.1, proxy_set_header Connection "").
+    let cache = peer
+        .group()
+        .keepalive()
+        .filter(|_| req.version() == http::Version::HTTP_11 && !wants_close(req.headers()));
+    let mut cached = cache.and_then(|(pool, limits)| pool.take(peer.addr(), limits));
+    let sent = Arc::new(AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let mut req = Some(Request::from_parts(
+        parts,
+        SentFlag::new(body, sent.clone()).boxed(),
+    ));
+    loop {
+        let Some(r) = req.take() else {
+            return Err(AttemptError::Closed);
+        };
+        let (mut conn, connect_time) = match cached.take() {
+            Some(c) => (c, Duration::ZERO),
+            None => {
+                let c = connect(peer, settings).await?;
+                (c, t0.elapsed())
+            }
+        };
+        // A body-less request can be sent again even after it was written.
+        let spare = (conn.reused && r.body().is_end_stream()).then(|| {
+            let mut b = Request::new(body::empty());
+            *b.method_mut() = r.method().clone();
+            *b.uri_mut() = r.uri().clone();
+            *b.version_mut() = r.version();
+            *b.headers_mut() = r.headers().clone();
+            b
+        });
+        let mut send = std::pin::pin!(conn.sender.try_send_request(r));
+        // nginx starts proxy_read_timeout once the request is sent; a body still
+        // streaming is guarded by its own timeouts.
+        let result = loop {
+            match tokio::time::timeout(settings.proxy_read_timeout, send.as_mut()).await {
+                Err(_) if sent.load(Ordering::Acquire) => return Err(AttemptError::HeaderTimeout),
+                Err(_) => continue,
+                Ok(r) => break r,
+            }
+        };
+        match result {
+            Ok(response) => {
+                return Ok(Attempt {
+                    response,
+                    connect_time,
+                    header_time: t0.elapsed(),
+                    conn: cache.is_some().then_some(conn),
+                });
+            }
+            Err(mut e) => {
+                let err = classify(e.error());
+                if conn.reused && matches!(err, AttemptError::Closed) {
+                    req = e.take_message().or(spare);
+                    if req.is_some() {
+                        continue;
+                    }
+                }
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// A fresh connection to the peer, with `proxy_connect_timeout`.
+async fn connect(
+    peer: &PeerGuard,
+    settings: &crate::conf::model::Settings,
+) -> Result<PooledConn, AttemptError> {
     let stream = match tokio::time::timeout(
         settings.proxy_connect_timeout,
         TcpStream::connect(peer.addr()),
@@ -415,40 +495,29 @@ async fn attempt(
     if settings.proxy_socket_keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
-    let connect_time = t0.elapsed();
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|_| AttemptError::Closed)?;
     tokio::spawn(async move {
-        // The connection ends when the exchange (or the tunnel's take-over) is done.
+        // The connection ends when its sender is dropped (not cached) or
+        // the tunnel takes it over.
         let _ = conn.with_upgrades().await;
     });
-    let sent = Arc::new(AtomicBool::new(false));
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, SentFlag::new(body, sent.clone()).boxed());
-    let mut send = std::pin::pin!(sender.send_request(req));
-    // nginx starts proxy_read_timeout once the request is sent; a body still
-    // streaming is guarded by its own timeouts.
-    loop {
-        match tokio::time::timeout(settings.proxy_read_timeout, send.as_mut()).await {
-            Err(_) if sent.load(Ordering::Acquire) => return Err(AttemptError::HeaderTimeout),
-            Err(_) => continue,
-            Ok(Err(e)) => return Err(classify(e)),
-            Ok(Ok(response)) => {
-                let _ = upgrade;
-                return Ok(Attempt {
-                    response,
-                    connect_time,
-                    header_time: t0.elapsed(),
-                });
-            }
-        }
-    }
+    Ok(PooledConn::fresh(sender))
 }
 
-fn classify(e: hyper::Error) -> AttemptError {
+/// `Connection: close` among the header's tokens.
+fn wants_close(h: &HeaderMap) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+fn classify(e: &hyper::Error) -> AttemptError {
     use std::error::Error as _;
     let mut src = e.source();
     while let Some(s) = src {
@@ -482,6 +551,11 @@ async fn relay(
     let mut response = ok.response;
     let status = response.status();
     up_info.headers = Some(response.headers().clone());
+    let keep = ok.conn.filter(|_| {
+        status != StatusCode::SWITCHING_PROTOCOLS
+            && response.version() == http::Version::HTTP_11
+            && !wants_close(response.headers())
+    });
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_up) = client_upgrade else {
@@ -583,6 +657,7 @@ async fn relay(
             upstream: Some(up_info),
         },
         t0,
+        keep,
         _peer: peer,
     });
     resp.map(|b| Finished::new(b, hook).boxed())
@@ -592,11 +667,15 @@ async fn relay(
 struct ResponseDone {
     log: LogWhenDone,
     t0: Instant,
+    keep: Option<PooledConn>,
     _peer: PeerGuard,
 }
 
 impl super::body::OnDone for ResponseDone {
     fn done(self: Box<Self>, body_bytes: u64, complete: bool) {
+        if let (true, Some(conn)) = (complete, self.keep) {
+            crate::upstream::pool::release(&self._peer, conn);
+        }
         let mut log = self.log;
         if let Some(up) = log.upstream.as_mut() {
             let sep = if up.response_time.is_empty() {

@@ -37,10 +37,6 @@ const CONFIGURE_WITHOUT: &[&str] = &[
     "--without-http_limit_req_module",
     "--without-http_empty_gif_module",
     "--without-http_browser_module",
-    "--without-http_upstream_hash_module",
-    "--without-http_upstream_ip_hash_module",
-    "--without-http_upstream_least_conn_module",
-    "--without-http_upstream_random_module",
     "--without-http-cache",
 ];
 

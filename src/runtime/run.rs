@@ -98,6 +98,8 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    // Active health checks of the current generation (replaced on reload).
+    let mut checks = crate::upstream::check::start(&gen.upstreams);
     let current = Arc::new(ArcSwap::from_pointee(gen));
     let permits = Arc::new(Semaphore::new(worker_connections.saturating_mul(workers)));
     let accept_stop = CancellationToken::new();
@@ -177,6 +179,7 @@ async fn serve(
                             Ok(g) => {
                                 next_id += 1;
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
+                                checks = crate::upstream::check::start(&g.upstreams);
                                 current.store(Arc::new(g));
                                 listeners.retain(|addr, stop| {
                                     let keep = wanted.contains_key(addr);
@@ -219,6 +222,9 @@ async fn serve(
             _ = int.recv() => break false,
         }
     };
+    // No more probes once shutdown starts.
+    drop(checks);
+
     accept_stop.cancel();
     if graceful {
         tunnels.close();

@@ -213,6 +213,16 @@ pub async fn handle(
             Ok(finish(state, resp))
         }
         Handler::None => Ok(finish(state, pages::error(404, tokens, false))),
+        Handler::CheckStatus(f) => {
+            let (ctype, body) = crate::upstream::check::status_page(
+                &gen.upstreams,
+                gen.id,
+                *f,
+                state.parts.uri.query(),
+            );
+            let resp = pages::returned(200, Some(body.into_bytes()), tokens, ctype);
+            Ok(finish(state, resp))
+        }
         Handler::Proxy(pp) => {
             if let Some(len) = content_length(&state.parts.headers) {
                 let max = state.settings.client_max_body_size;

@@ -8,7 +8,9 @@
 //! line is its own peer with that line's parameters.
 
 mod balance;
+pub mod check;
 pub mod crc32;
+pub mod pool;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -68,6 +70,10 @@ pub struct PeerState {
     checked: AtomicU64,
     conns: AtomicU32,
     health: AtomicU8,
+    /// Consecutive passed / failed active checks (Tengine's rise and fall
+    /// counts), kept across reloads with the rest of the state.
+    rise_count: AtomicU32,
+    fall_count: AtomicU32,
 }
 
 impl PeerState {
@@ -87,6 +93,48 @@ impl PeerState {
             2 => Health::Down,
             _ => Health::Unknown,
         }
+    }
+
+    /// Consecutive passed active checks.
+    pub fn rise_count(&self) -> u32 {
+        self.rise_count.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive failed active checks.
+    pub fn fall_count(&self) -> u32 {
+        self.fall_count.load(Ordering::Relaxed)
+    }
+
+    /// Records one active check and applies Tengine's rule: `rise`
+    /// consecutive passes mark a down peer up, `fall` consecutive failures
+    /// mark an up peer down. Returns the new verdict when it changed.
+    pub fn record_check(&self, passed: bool, rise: u32, fall: u32) -> Option<Health> {
+        let down = self.health() == Health::Down;
+        if passed {
+            self.fall_count.store(0, Ordering::Relaxed);
+            let n = self
+                .rise_count
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if down && n >= rise {
+                self.set_health(Health::Up);
+                return Some(Health::Up);
+            }
+            if self.health() == Health::Unknown {
+                self.set_health(Health::Up);
+            }
+        } else {
+            self.rise_count.store(0, Ordering::Relaxed);
+            let n = self
+                .fall_count
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if !down && n >= fall {
+                self.set_health(Health::Down);
+                return Some(Health::Down);
+            }
+        }
+        None
     }
 
     /// Set by the active health checker.
@@ -181,6 +229,9 @@ pub struct Group {
     /// of `conns` to be one step. nginx holds its peers write lock for the
     /// same span when the group lives in a shared zone.
     weights: Mutex<Vec<Weights>>,
+    /// The keepalive cache, carried over reloads with the group's name.
+    pool: Arc<pool::Pool>,
+    keepalive: Option<pool::Limits>,
 }
 
 /// Per-request balancer state: nginx's `tried` bitmap, whether the request
@@ -234,7 +285,11 @@ impl Tried {
 }
 
 impl Group {
-    fn new(conf: Arc<UpstreamConf>, carried: &mut HashMap<SocketAddr, Arc<PeerState>>) -> Self {
+    fn new(
+        conf: Arc<UpstreamConf>,
+        carried: &mut HashMap<SocketAddr, Arc<PeerState>>,
+        pool: Option<Arc<pool::Pool>>,
+    ) -> Self {
         let mut peers = Vec::new();
         let mut names: HashMap<&str, u32> = HashMap::new();
         let default_down = conf.check.as_ref().is_some_and(|c| c.default_down);
@@ -301,7 +356,13 @@ impl Group {
                 effective: i64::from(p.weight),
             })
             .collect();
+        let keepalive = pool::Limits::of(&conf);
+        let pool = pool.unwrap_or_default();
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addr).collect();
+        pool.retain(&addrs, keepalive.as_ref());
         Group {
+            pool,
+            keepalive,
             single: n_primary == 1 && n_backup == 0,
             conf,
             peers,
@@ -324,6 +385,11 @@ impl Group {
     /// All peers, primary first then backup (for health checks and status).
     pub fn peers(&self) -> &[Peer] {
         &self.peers
+    }
+
+    /// The keepalive cache and its limits, when the group has `keepalive`.
+    pub fn keepalive(&self) -> Option<(&Arc<pool::Pool>, &pool::Limits)> {
+        self.keepalive.as_ref().map(|l| (&self.pool, l))
     }
 
     /// nginx's initial `u->peer.tries`: the number of peers not marked
@@ -488,8 +554,12 @@ impl Upstreams {
     /// for peers with the same (upstream name, address).
     pub fn new(confs: &[Arc<UpstreamConf>], prev: Option<&Upstreams>) -> Self {
         let mut old: HashMap<(&str, bool), HashMap<SocketAddr, Arc<PeerState>>> = HashMap::new();
+        let mut pools: HashMap<(&str, bool), Arc<pool::Pool>> = HashMap::new();
         if let Some(prev) = prev {
             for g in &prev.groups {
+                pools
+                    .entry((g.conf.name.as_str(), g.conf.implicit))
+                    .or_insert_with(|| g.pool.clone());
                 let m = old
                     .entry((g.conf.name.as_str(), g.conf.implicit))
                     .or_default();
@@ -503,7 +573,8 @@ impl Upstreams {
             let mut carried = old
                 .remove(&(conf.name.as_str(), conf.implicit))
                 .unwrap_or_default();
-            let g = Arc::new(Group::new(conf.clone(), &mut carried));
+            let pool = pools.remove(&(conf.name.as_str(), conf.implicit));
+            let g = Arc::new(Group::new(conf.clone(), &mut carried, pool));
             let i = u.groups.len();
             u.by_ptr.insert(Arc::as_ptr(conf) as usize, i);
             // The compiler lists explicit upstreams before implicit ones, so

@@ -11,7 +11,7 @@ use super::{ctx, invalid, regex, settings, upstream, Cx, LOCATION, SERVER};
 use crate::conf::error::{ConfError, ConfErrorKind, Result};
 use crate::conf::model::{
     Balance, Handler, LevelSettings, Listen, ListenAddr, LocationConf, LocationMatch, ProxyPass,
-    Return, Scheme, ServerConf, ServerName, UpstreamConf, UpstreamServer,
+    Return, Scheme, ServerConf, ServerName, StatusFormat, UpstreamConf, UpstreamServer,
 };
 use crate::conf::parse::Directive;
 use crate::vars::Template;
@@ -204,6 +204,17 @@ fn location(
                 }
             }
             "internal" => internal = true,
+            "check_status" => {
+                let f = match inner.args.first().map(String::as_str) {
+                    None | Some("html") => StatusFormat::Html,
+                    Some("csv") => StatusFormat::Csv,
+                    Some("json") => StatusFormat::Json,
+                    Some(v) => return Err(invalid(inner, v)),
+                };
+                if matches!(handler, Handler::None) {
+                    handler = Handler::CheckStatus(f);
+                }
+            }
             "if" => check_if_block(cx, inner, ctx::LIF)?,
             "limit_except" => check_if_block(cx, inner, ctx::LIMIT_EXCEPT)?,
             _ => settings::apply(cx, hx, &mut level, inner)?,

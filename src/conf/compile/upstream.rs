@@ -201,8 +201,8 @@ pub(crate) fn split_host_port(spec: &str) -> Option<(&str, Option<u16>)> {
 fn check(d: &Directive) -> Result<HealthCheck> {
     let mut c = HealthCheck {
         interval: Duration::from_secs(30),
-        rise: 1,
-        fall: 2,
+        rise: 2,
+        fall: 5,
         timeout: Duration::from_secs(1),
         kind: CheckType::Tcp,
         default_down: true,

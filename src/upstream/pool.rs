@@ -1,0 +1,350 @@
+//! The upstream keepalive cache (`keepalive N` in an `upstream` block).
+//!
+//! nginx keeps, per worker and per upstream group, at most N idle
+//! connections to any of the group's peers, most recently used first; a
+//! connection put back into a full cache evicts the least recently used one.
+//! sluice is one process, so the cache is one per group. Idle connections are
+//! hyper http1 senders whose connection task runs on its own; a connection the
+//! upstream closed while idle shows as closed (hyper reads while idle) and is
+//! never handed out. The cache lives outside the configuration and is carried
+//! over a reload for the same upstream name (see `Upstreams::new`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use crate::conf::model::UpstreamConf;
+use crate::proxy::body::ProxyBody;
+
+/// The request side of one upstream HTTP/1 connection.
+pub type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
+
+/// A connection taken from the cache or freshly made, with what
+/// `keepalive_requests` and `keepalive_time` need to know about it.
+pub struct PooledConn {
+    pub sender: Sender,
+    /// When the connection was established.
+    pub created: Instant,
+    /// Requests sent on it so far, the current one included.
+    pub requests: u64,
+    /// True when it came from the cache (a failure before the response may
+    /// be the upstream's idle close racing the request: retry fresh).
+    pub reused: bool,
+}
+
+impl std::fmt::Debug for PooledConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConn")
+            .field("requests", &self.requests)
+            .field("reused", &self.reused)
+            .finish()
+    }
+}
+
+impl PooledConn {
+    pub fn fresh(sender: Sender) -> Self {
+        PooledConn {
+            sender,
+            created: Instant::now(),
+            requests: 1,
+            reused: false,
+        }
+    }
+}
+
+/// The `keepalive*` settings of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `keepalive N`: idle connections kept.
+    pub max_idle: usize,
+    /// `keepalive_requests`: requests per connection.
+    pub requests: u64,
+    /// `keepalive_timeout`: how long a connection may stay idle.
+    pub timeout: Duration,
+    /// `keepalive_time`: how long a connection may be used at all.
+    pub time: Duration,
+}
+
+impl Limits {
+    /// `None` when the group has no `keepalive`.
+    pub fn of(conf: &UpstreamConf) -> Option<Limits> {
+        let n = conf.keepalive.filter(|n| *n > 0)?;
+        Some(Limits {
+            max_idle: n as usize,
+            requests: conf.keepalive_requests,
+            timeout: conf.keepalive_timeout,
+            time: conf.keepalive_time,
+        })
+    }
+}
+
+struct Idle {
+    addr: SocketAddr,
+    conn: PooledConn,
+    since: Instant,
+}
+
+/// One group's idle connections, most recently used at the front.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // Only plain moves happen under the lock; a poisoned one is intact.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle connections held (all peers).
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The most recently used idle connection to `addr` that is still open,
+    /// ready and within its limits. Stale ones met on the way are closed.
+    pub fn take(&self, addr: SocketAddr, limits: &Limits) -> Option<PooledConn> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let mut dropped = Vec::new();
+        let mut found = None;
+        let mut i = 0;
+        while i < idle.len() {
+            let e = &mut idle[i];
+            if expired(e, limits, now) || e.conn.sender.is_closed() {
+                if let Some(e) = idle.remove(i) {
+                    dropped.push(e);
+                }
+                continue;
+            }
+            if e.addr == addr {
+                if let Some(mut e) = idle.remove(i) {
+                    // hyper reads an idle connection, so an upstream close is
+                    // seen as an error here once its task has run.
+                    if matches!(e.conn.sender.ready().now_or_never(), Some(Ok(()))) {
+                        e.conn.requests += 1;
+                        e.conn.reused = true;
+                        found = Some(e.conn);
+                        break;
+                    }
+                    dropped.push(e);
+                }
+                continue;
+            }
+            i += 1;
+        }
+        drop(idle);
+        // Closing happens outside the lock (dropping a sender ends its connection).
+        drop(dropped);
+        found
+    }
+
+    /// Puts a connection whose exchange ended cleanly back, unless it has
+    /// used up `keepalive_requests` or `keepalive_time`. Evicts the least
+    /// recently used connection when the cache is full.
+    pub fn put(&self, addr: SocketAddr, conn: PooledConn, limits: &Limits) {
+        let now = Instant::now();
+        if conn.requests >= limits.requests
+            || now.duration_since(conn.created) >= limits.time
+            || conn.sender.is_closed()
+        {
+            return;
+        }
+        let mut idle = self.lock();
+        idle.push_front(Idle {
+            addr,
+            conn,
+            since: now,
+        });
+        let mut evicted = Vec::new();
+        while idle.len() > limits.max_idle {
+            if let Some(e) = idle.pop_back() {
+                evicted.push(e);
+            }
+        }
+        // Also drop what has been idle too long at the back (oldest first).
+        while idle.back().is_some_and(|e| expired(e, limits, now)) {
+            if let Some(e) = idle.pop_back() {
+                evicted.push(e);
+            }
+        }
+        drop(idle);
+        drop(evicted);
+    }
+
+    /// Keeps only connections to `addrs` (after a reload changed the group)
+    /// and closes everything when the group has no `keepalive` any more.
+    pub fn retain(&self, addrs: &[SocketAddr], limits: Option<&Limits>) {
+        let mut idle = self.lock();
+        let removed: Vec<Idle> = match limits {
+            None => idle.drain(..).collect(),
+            Some(l) => {
+                let mut keep = VecDeque::new();
+                let mut removed = Vec::new();
+                for e in idle.drain(..) {
+                    if addrs.contains(&e.addr) && keep.len() < l.max_idle {
+                        keep.push_back(e);
+                    } else {
+                        removed.push(e);
+                    }
+                }
+                *idle = keep;
+                removed
+            }
+        };
+        drop(idle);
+        drop(removed);
+    }
+}
+
+/// Returns the connection of a finished exchange to its group's cache. hyper
+/// marks a connection ready for the next request only after its task has
+/// seen the end of the response, which may not have happened yet: then a
+/// small task waits for it (at most `keepalive_timeout`).
+pub fn release(peer: &super::PeerGuard, mut conn: PooledConn) {
+    let Some((pool, limits)) = peer.group().keepalive() else {
+        return;
+    };
+    let addr = peer.addr();
+    match conn.sender.ready().now_or_never() {
+        Some(Ok(())) => pool.put(addr, conn, limits),
+        Some(Err(_)) => {}
+        None => {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let (pool, limits) = (pool.clone(), *limits);
+            rt.spawn(async move {
+                if let Ok(Ok(())) = tokio::time::timeout(limits.timeout, conn.sender.ready()).await
+                {
+                    pool.put(addr, conn, &limits);
+                }
+            });
+        }
+    }
+}
+
+fn expired(e: &Idle, limits: &Limits, now: Instant) -> bool {
+    now.duration_since(e.since) >= limits.timeout
+        || now.duration_since(e.conn.created) >= limits.time
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn limits(n: usize) -> Limits {
+        Limits {
+            max_idle: n,
+            requests: 100,
+            timeout: Duration::from_secs(60),
+            time: Duration::from_secs(3600),
+        }
+    }
+
+    /// A sender connected to a listener whose accepted side is returned too.
+    async fn connect(l: &TcpListener) -> (PooledConn, TcpStream) {
+        let (c, s, _) = connect_watched(l).await;
+        (c, s)
+    }
+
+    /// Also returns a receiver that completes when hyper's connection task ends.
+    async fn connect_watched(
+        l: &TcpListener,
+    ) -> (PooledConn, TcpStream, tokio::sync::oneshot::Receiver<()>) {
+        let addr = l.local_addr().expect("addr");
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(c.expect("c")))
+            .await
+            .expect("handshake");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            let _ = tx.send(());
+        });
+        let mut c = PooledConn::fresh(sender);
+        c.sender.ready().await.expect("ready");
+        (c, s.expect("accept").0, rx)
+    }
+
+    #[tokio::test]
+    async fn lru_eviction_and_per_addr_take() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("a");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("b");
+        let pool = Pool::new();
+        let lim = limits(2);
+        let (c1, _s1) = connect(&l).await;
+        let (c2, _s2) = connect(&l).await;
+        let (c3, _s3) = connect(&l).await;
+        pool.put(a, c1, &lim);
+        pool.put(b, c2, &lim);
+        pool.put(b, c3, &lim);
+        // c1 (least recently used) was evicted.
+        assert_eq!(pool.idle_count(), 2);
+        assert!(pool.take(a, &lim).is_none());
+        let got = pool.take(b, &lim).expect("b");
+        assert!(got.reused);
+        assert_eq!(got.requests, 2);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn closed_by_upstream_is_not_handed_out() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("a");
+        let pool = Pool::new();
+        let lim = limits(4);
+        let (c1, s1, ended) = connect_watched(&l).await;
+        pool.put(a, c1, &lim);
+        drop(s1);
+        // Wait until hyper's connection task has seen the close.
+        let _ = ended.await;
+        assert!(pool.take(a, &lim).is_none());
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn request_limit_and_retain() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("a");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("b");
+        let pool = Pool::new();
+        let mut lim = limits(4);
+        lim.requests = 2;
+        let (mut c1, _s1) = connect(&l).await;
+        c1.requests = 2;
+        pool.put(a, c1, &lim);
+        assert_eq!(pool.idle_count(), 0, "keepalive_requests reached");
+        let (c2, _s2) = connect(&l).await;
+        let (c3, mut s3) = connect(&l).await;
+        pool.put(a, c2, &lim);
+        pool.put(b, c3, &lim);
+        pool.retain(&[a], Some(&lim));
+        assert_eq!(pool.idle_count(), 1);
+        // The connection to b was closed by the retain.
+        let mut buf = [0u8; 1];
+        assert_eq!(s3.read(&mut buf).await.expect("read"), 0);
+        pool.retain(&[a], None);
+        assert_eq!(pool.idle_count(), 0);
+        let _ = s3.shutdown().await;
+    }
+}
