@@ -74,9 +74,14 @@ fn next_request(buf: &[u8]) -> Next {
                 } else if name.eq_ignore_ascii_case("upgrade") {
                     upgrade = wire::contains_token(h.value, b"websocket");
                 } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-                    key = std::str::from_utf8(h.value).ok().map(|k| k.trim().to_string());
+                    key = std::str::from_utf8(h.value)
+                        .ok()
+                        .map(|k| k.trim().to_string());
                 } else if name.eq_ignore_ascii_case("content-length") {
-                    match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()) {
+                    match std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
                         Some(v) if v <= wire::MAX_FRAME => body = v,
                         _ => return Next::Bad,
                     }
@@ -86,7 +91,10 @@ fn next_request(buf: &[u8]) -> Next {
                 return Next::More;
             }
             match (upgrade, key) {
-                (true, Some(key)) => Next::Upgrade { key, used: n + body },
+                (true, Some(key)) => Next::Upgrade {
+                    key,
+                    used: n + body,
+                },
                 _ => Next::Respond {
                     big: req.path.is_some_and(|p| p.starts_with("/1m")),
                     close,
@@ -105,7 +113,11 @@ async fn conn(s: TcpStream) -> io::Result<()> {
     // Bounded by the peer: each round consumes a request or reads more bytes; EOF ends it.
     loop {
         match next_request(&buf) {
-            Next::Respond { big: is_big, close, used } => {
+            Next::Respond {
+                big: is_big,
+                close,
+                used,
+            } => {
                 wire::write_all(&s, if is_big { big() } else { small() }).await?;
                 buf.drain(..used);
                 if close {
@@ -123,7 +135,11 @@ async fn conn(s: TcpStream) -> io::Result<()> {
                 return ws_echo(s, buf).await;
             }
             Next::Bad => {
-                let _ = wire::write_all(&s, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                let _ = wire::write_all(
+                    &s,
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
                 return Ok(());
             }
             Next::More => {}

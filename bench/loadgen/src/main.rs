@@ -100,7 +100,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadgen: runtime: {e}");
@@ -110,21 +113,40 @@ fn main() {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Serve { listen } => backend::serve(&listen).await.map(|_| Value::Null),
-            Cmd::Http { addr, path, conns, secs, warmup } => {
-                Ok(http(addr, path, conns, Window::new(warmup, secs)).await)
-            }
-            Cmd::WsEcho { addr, conns, size, secs, warmup } => {
-                Ok(ws_echo(addr, conns, size, Window::new(warmup, secs)).await)
-            }
-            Cmd::WsBulk { addr, conns, size, window, secs, warmup } => {
-                Ok(ws_bulk(addr, conns, size, window, Window::new(warmup, secs)).await)
-            }
-            Cmd::WsHandshake { addr, conns, secs, warmup } => {
-                Ok(ws_handshake(addr, conns, Window::new(warmup, secs)).await)
-            }
-            Cmd::WsIdle { addr, count, size, concurrency } => {
-                ws_idle(addr, count, size, concurrency).await
-            }
+            Cmd::Http {
+                addr,
+                path,
+                conns,
+                secs,
+                warmup,
+            } => Ok(http(addr, path, conns, Window::new(warmup, secs)).await),
+            Cmd::WsEcho {
+                addr,
+                conns,
+                size,
+                secs,
+                warmup,
+            } => Ok(ws_echo(addr, conns, size, Window::new(warmup, secs)).await),
+            Cmd::WsBulk {
+                addr,
+                conns,
+                size,
+                window,
+                secs,
+                warmup,
+            } => Ok(ws_bulk(addr, conns, size, window, Window::new(warmup, secs)).await),
+            Cmd::WsHandshake {
+                addr,
+                conns,
+                secs,
+                warmup,
+            } => Ok(ws_handshake(addr, conns, Window::new(warmup, secs)).await),
+            Cmd::WsIdle {
+                addr,
+                count,
+                size,
+                concurrency,
+            } => ws_idle(addr, count, size, concurrency).await,
         }
     });
     match result {
@@ -313,7 +335,9 @@ async fn http(addr: SocketAddr, path: String, conns: usize, w: Window) -> Value 
             })
         })
         .collect();
-    join_all(tasks).await.json(&w, json!({"conns": conns, "path": path}))
+    join_all(tasks)
+        .await
+        .json(&w, json!({"conns": conns, "path": path}))
 }
 
 /// A client WebSocket on a plain socket: masked frames out, frames in.
@@ -448,7 +472,9 @@ async fn ws_echo(addr: SocketAddr, conns: usize, size: usize, w: Window) -> Valu
             })
         })
         .collect();
-    join_all(tasks).await.json(&w, json!({"conns": conns, "size": size}))
+    join_all(tasks)
+        .await
+        .json(&w, json!({"conns": conns, "size": size}))
 }
 
 async fn ws_handshake(addr: SocketAddr, conns: usize, w: Window) -> Value {
@@ -500,7 +526,8 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                 let up = Arc::new(AtomicU64::new(0));
                 let up_all = Arc::new(AtomicU64::new(0));
                 let writer = {
-                    let (s, credit, up, up_all) = (s.clone(), credit.clone(), up.clone(), up_all.clone());
+                    let (s, credit, up, up_all) =
+                        (s.clone(), credit.clone(), up.clone(), up_all.clone());
                     let mut seed = c.seed;
                     tokio::spawn(async move {
                         let mut out = Vec::with_capacity(size + 16);
@@ -511,7 +538,13 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                             }
                             let t0 = Instant::now();
                             out.clear();
-                            wire::encode_frame(&mut out, true, wire::OP_BINARY, &payload, Some(next_mask(&mut seed)));
+                            wire::encode_frame(
+                                &mut out,
+                                true,
+                                wire::OP_BINARY,
+                                &payload,
+                                Some(next_mask(&mut seed)),
+                            );
                             wire::write_all(&s, &out).await?;
                             up_all.fetch_add(size as u64, Ordering::Relaxed);
                             if w.measured(t0) {
@@ -520,7 +553,13 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                         }
                         // The pong comes back after every echo: the reader's end marker.
                         out.clear();
-                        wire::encode_frame(&mut out, true, wire::OP_PING, b"end", Some(next_mask(&mut seed)));
+                        wire::encode_frame(
+                            &mut out,
+                            true,
+                            wire::OP_PING,
+                            b"end",
+                            Some(next_mask(&mut seed)),
+                        );
                         wire::write_all(&s, &out).await
                     })
                 };
@@ -563,7 +602,12 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                 t.bytes_all += up_all;
                 t.up = up.load(Ordering::Relaxed);
                 if let Ok(s) = Arc::try_unwrap(s) {
-                    let c = Ws { s, inbuf, out: Vec::new(), seed: 1 };
+                    let c = Ws {
+                        s,
+                        inbuf,
+                        out: Vec::new(),
+                        seed: 1,
+                    };
                     let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
                 }
                 t
@@ -586,7 +630,12 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
     })
 }
 
-async fn ws_idle(addr: SocketAddr, count: usize, size: usize, concurrency: usize) -> io::Result<Value> {
+async fn ws_idle(
+    addr: SocketAddr,
+    count: usize,
+    size: usize,
+    concurrency: usize,
+) -> io::Result<Value> {
     let t0 = Instant::now();
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let payload = Arc::new(vec![b'i'; size]);
@@ -600,7 +649,9 @@ async fn ws_idle(addr: SocketAddr, count: usize, size: usize, concurrency: usize
                     c.send(wire::OP_BINARY, &payload).await?;
                     match c.recv().await? {
                         (wire::OP_BINARY, n) if n == payload.len() => {}
-                        (op, n) => return Err(io::Error::other(format!("echo: opcode {op}, {n} bytes"))),
+                        (op, n) => {
+                            return Err(io::Error::other(format!("echo: opcode {op}, {n} bytes")))
+                        }
                     }
                     c.shed();
                     Ok(c)

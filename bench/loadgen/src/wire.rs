@@ -245,7 +245,13 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 }
 
 /// Appends one frame to `out`; masked (as a client must) when `mask` is given.
-pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: u8,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.push(if fin { 0x80 } else { 0 } | opcode);
     let m = if mask.is_some() { 0x80 } else { 0 };
     let len = payload.len();
