@@ -611,8 +611,15 @@ async fn relay(
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
             }
-            let stats =
-                tunnel::run(client, c.read_buf, upstream, u.read_buf, timeouts, cancel).await;
+            let stats = tunnel::run(
+                client,
+                detach(c.read_buf),
+                upstream,
+                detach(u.read_buf),
+                timeouts,
+                cancel,
+            )
+            .await;
             if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {
                 // nginx logs tunnel timeouts at info, as here.
                 let ctx = log_ctx(&state, None);
@@ -703,4 +710,15 @@ fn fail_peer(peer: &mut PeerGuard) {
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
 fn log_ctx(state: &RequestState, upstream: Option<&str>) -> String {
     crate::log::error::request_context(&state.vars(None, None), upstream)
+}
+
+/// Bytes read past a handshake share hyper's whole read buffer (8 KiB or
+/// more); a tunnel that kept them would hold that buffer for its life.
+/// Copy the few bytes out so the buffer is freed now.
+fn detach(b: bytes::Bytes) -> bytes::Bytes {
+    if b.is_empty() {
+        bytes::Bytes::new()
+    } else {
+        bytes::Bytes::copy_from_slice(&b)
+    }
 }
