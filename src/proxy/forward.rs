@@ -589,6 +589,14 @@ async fn relay(
         };
         let cancel = state.gen.shutdown.child_token();
         let tracker = state.gen.tunnels.clone();
+        // The tunnel may live for days: keep no view into hyper's buffers.
+        let mut state = state;
+        state.compact();
+        let info = ResponseInfo {
+            headers: own_headers(&info.headers),
+            ..info
+        };
+        up_info.headers = up_info.headers.as_ref().map(own_headers);
         tracker.spawn(async move {
             let (client, upstream) = match (client_up.await, upstream_up.await) {
                 (Ok(c), Ok(u)) => (c, u),
@@ -721,4 +729,16 @@ fn detach(b: bytes::Bytes) -> bytes::Bytes {
     } else {
         bytes::Bytes::copy_from_slice(&b)
     }
+}
+
+/// A copy of `h` whose values own their bytes: hyper's parsed headers are
+/// slices of its read buffer and would keep all of it alive.
+pub fn own_headers(h: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(h.len());
+    for (k, v) in h {
+        if let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
+            out.append(k.clone(), v);
+        }
+    }
+    out
 }

@@ -61,6 +61,17 @@ impl RequestState {
         }
     }
 
+    /// Drops every view into hyper's read buffer (header values and the
+    /// target are slices of it), so that a long-lived tunnel does not keep
+    /// the buffer alive.
+    pub fn compact(&mut self) {
+        self.parts.headers = crate::proxy::forward::own_headers(&self.parts.headers);
+        if let Ok(uri) = http::Uri::try_from(self.parts.uri.to_string()) {
+            self.parts.uri = uri;
+        }
+        self.parts.extensions.clear();
+    }
+
     /// Writes the access log lines for the finished request.
     pub fn log(&self, resp: &ResponseInfo, up: Option<&UpstreamInfo>) {
         let cx = self.vars(Some(resp), up);
