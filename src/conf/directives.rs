@@ -127,6 +127,9 @@ pub static DIRECTIVES: &[Spec] = &[
         NoEffect("use nice or systemd Nice"),
     ),
     d("worker_shutdown_timeout", MAIN, n(1), OK),
+    // sluice extensions (see docs/compat.md).
+    d("websocket_drain_delay", MAIN, n(1), OK),
+    d("websocket_drain_window", MAIN, n(1), OK),
     d(
         "working_directory",
         MAIN,

@@ -99,6 +99,11 @@ pub struct MainConf {
     pub worker_processes: WorkerProcesses,
     pub worker_rlimit_nofile: Option<u64>,
     pub worker_shutdown_timeout: Option<Duration>,
+    /// sluice: when a graceful shutdown starts closing WebSocket tunnels
+    /// (default: at `worker_shutdown_timeout`).
+    pub websocket_drain_delay: Option<Duration>,
+    /// sluice: the span over which those closes are spread.
+    pub websocket_drain_window: Duration,
     pub error_log: ErrorLog,
     pub pid: PathBuf,
     pub daemon: bool,

@@ -500,6 +500,9 @@ async fn relay(
             client_read: None,
         };
         let cancel = state.gen.shutdown.child_token();
+        // ops: WebSocket tunnels are closed with close frames on drain.
+        let websocket = super::drain::is_websocket(resp.headers());
+        let drain_window = state.gen.config.main.websocket_drain_window;
         let tracker = state.gen.tunnels.clone();
         tracker.spawn(async move {
             let (client, upstream) = match (client_up.await, upstream_up.await) {
@@ -523,8 +526,18 @@ async fn relay(
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
             }
-            let stats =
-                tunnel::run(client, c.read_buf, upstream, u.read_buf, timeouts, cancel).await;
+            let stats = super::drain::run_tunnel(
+                client,
+                c.read_buf,
+                upstream,
+                u.read_buf,
+                timeouts,
+                cancel,
+                websocket,
+                state.conn.info.id,
+                drain_window,
+            )
+            .await;
             if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {
                 // nginx logs tunnel timeouts at info, as here.
                 let ctx = log_ctx(&state, None);

@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod demo;
+pub mod drain;
 pub mod run;
 pub mod signal;

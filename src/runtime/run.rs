@@ -221,14 +221,15 @@ async fn serve(
     };
     accept_stop.cancel();
     if graceful {
-        tunnels.close();
-        let timeout = current.load().config.main.worker_shutdown_timeout;
-        match timeout {
-            Some(t) => {
-                let _ = tokio::time::timeout(t, tunnels.wait()).await;
-            }
-            None => tunnels.wait().await,
-        }
+        let all = worker_connections.saturating_mul(workers);
+        super::drain::graceful(
+            &current.load().config.main,
+            &tunnels,
+            &shutdown,
+            &permits,
+            all,
+        )
+        .await;
     }
     shutdown.cancel();
     if let Some(t) = echo_task {
