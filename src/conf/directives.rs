@@ -344,8 +344,11 @@ pub static DIRECTIVES: &[Spec] = &[
         "stub_status",
         SL,
         Range(0, 1),
-        NoEffect("stub_status is not implemented yet"),
+        Differs("acts in a location; in a server block it has no effect"),
     ),
+    // sluice extensions (see docs/compat.md).
+    d("prometheus_metrics", LOCATION, n(0), OK),
+    d("status_page", LOCATION, n(0), OK),
     // rewrite module
     d("return", SERVER | LOCATION | LIF | SIF, Range(1, 2), OK),
     d(

@@ -385,6 +385,12 @@ pub enum Handler {
     None,
     Proxy(Arc<ProxyPass>),
     Return(Return),
+    /// `stub_status`: nginx's connection counters as text.
+    StubStatus,
+    /// `prometheus_metrics` (sluice): metrics in Prometheus' text format.
+    Prometheus,
+    /// `status_page` (sluice): the same figures as an HTML page.
+    StatusPage,
 }
 
 #[derive(Clone, Debug)]

@@ -48,6 +48,7 @@ pub async fn run_tunnel(
         )
         .await;
     }
+    let gauge = crate::runtime::metrics::TunnelGauge::open();
     let ws = WsFrames::new(&client_pending, &upstream_pending);
     let mut stats = tunnel::run_ws(
         client,
@@ -62,6 +63,7 @@ pub async fn run_tunnel(
     let offset = spread(conn_id, window);
     if !offset.is_zero() {
         let Some(left) = stats.leftover.take() else {
+            gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
             return stats;
         };
         // Keep the tunnel going until its turn.
@@ -94,6 +96,7 @@ pub async fn run_tunnel(
         stats.upstream_to_client += u2c;
         stats.end = TunnelEnd::Cancelled;
     }
+    gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
     stats
 }
 

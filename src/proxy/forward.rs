@@ -513,14 +513,14 @@ async fn relay(
                     return;
                 }
             };
-            let (Ok(c), Ok(u)) = (
-                client.downcast::<TokioIo<TcpStream>>(),
+            let (Some((client, client_pending)), Ok(u)) = (
+                crate::server::conn::upgraded_tcp(client),
                 upstream.downcast::<TokioIo<TcpStream>>(),
             ) else {
                 crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
                 return;
             };
-            let (client, upstream) = (c.io.into_inner(), u.io.into_inner());
+            let upstream = u.io.into_inner();
             // nginx switches tcp_nodelay on when a connection becomes a tunnel.
             if state.settings.tcp_nodelay {
                 let _ = client.set_nodelay(true);
@@ -528,7 +528,7 @@ async fn relay(
             }
             let stats = super::drain::run_tunnel(
                 client,
-                c.read_buf,
+                client_pending,
                 upstream,
                 u.read_buf,
                 timeouts,

@@ -3,5 +3,7 @@
 pub mod cli;
 pub mod demo;
 pub mod drain;
+pub mod metrics;
 pub mod run;
 pub mod signal;
+pub mod status;

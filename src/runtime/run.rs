@@ -199,11 +199,18 @@ async fn serve(
                                     }
                                 }
                                 crate::error_log!(crate::conf::model::LogLevel::Info, "reconfiguring: generation {}", next_id - 1);
+                                super::metrics::reloaded(Some(next_id - 1));
                             }
-                            Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
+                            Err(e) => {
+                                crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                                super::metrics::reloaded(None);
+                            }
                         }
                     }
-                    Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
+                    Err(e) => {
+                        crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                        super::metrics::reloaded(None);
+                    }
                 }
             }
             _ = usr1.recv() => {

@@ -18,6 +18,17 @@ pub struct ConnState {
     pub info: ConnInfo,
     pub local: SocketAddr,
     requests: AtomicU64,
+    /// ops: this connection in stub_status's counters.
+    pub gauge: Arc<crate::runtime::metrics::ConnGauge>,
+}
+
+/// The I/O type hyper serves, which an upgrade hands back.
+pub type ClientIo = TokioIo<crate::runtime::metrics::Tracked<tokio::net::TcpStream>>;
+
+/// The socket of an upgraded client connection, and bytes read past the head.
+pub fn upgraded_tcp(up: hyper::upgrade::Upgraded) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+    let parts = up.downcast::<ClientIo>().ok()?;
+    Some((parts.io.into_inner().into_inner(), parts.read_buf))
 }
 
 impl ConnState {
@@ -68,6 +79,7 @@ pub async fn accept_loop(
             },
             local,
             requests: AtomicU64::new(0),
+            gauge: crate::runtime::metrics::ConnGauge::accepted(),
         });
         let conn_stop = stop.clone();
         tokio::spawn(async move {
@@ -110,7 +122,13 @@ async fn serve(
         }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(
+            TokioIo::new(crate::runtime::metrics::Tracked::new(
+                stream,
+                state.gauge.clone(),
+            )),
+            svc,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
