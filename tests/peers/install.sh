@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the tests talk to, on a fresh Debian machine:
-# nginx (for differential tests). Idempotent: skips what is already there.
+# nginx (for differential tests) and the Prometheus text parser of the
+# prometheus_client Python package (tests/metrics.rs). Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,4 +17,4 @@ apt_install() {
     fi
 }
 
-apt_install nginx-light
+apt_install nginx-light python3-prometheus-client
