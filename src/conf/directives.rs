@@ -124,6 +124,9 @@ pub static DIRECTIVES: &[Spec] = &[
         NoEffect("use nice or systemd Nice"),
     ),
     d("worker_shutdown_timeout", MAIN, n(1), OK),
+    // sluice extensions (see docs/compat.md).
+    d("websocket_drain_delay", MAIN, n(1), OK),
+    d("websocket_drain_window", MAIN, n(1), OK),
     d(
         "working_directory",
         MAIN,
@@ -338,8 +341,11 @@ pub static DIRECTIVES: &[Spec] = &[
         "stub_status",
         SL,
         Range(0, 1),
-        NoEffect("stub_status is not implemented yet"),
+        Differs("acts in a location; in a server block it has no effect"),
     ),
+    // sluice extensions (see docs/compat.md).
+    d("prometheus_metrics", LOCATION, n(0), OK),
+    d("status_page", LOCATION, n(0), OK),
     // rewrite module
     d("return", SERVER | LOCATION | LIF | SIF, Range(1, 2), OK),
     d(

@@ -99,6 +99,11 @@ pub struct MainConf {
     pub worker_processes: WorkerProcesses,
     pub worker_rlimit_nofile: Option<u64>,
     pub worker_shutdown_timeout: Option<Duration>,
+    /// sluice: when a graceful shutdown starts closing WebSocket tunnels
+    /// (default: at `worker_shutdown_timeout`).
+    pub websocket_drain_delay: Option<Duration>,
+    /// sluice: the span over which those closes are spread.
+    pub websocket_drain_window: Duration,
     pub error_log: ErrorLog,
     pub pid: PathBuf,
     pub daemon: bool,
@@ -383,6 +388,12 @@ pub enum Handler {
     /// Tengine's `check_status [html|csv|json]`: the active health-check
     /// verdicts of every checked peer.
     CheckStatus(StatusFormat),
+    /// `stub_status`: nginx's connection counters as text.
+    StubStatus,
+    /// `prometheus_metrics` (sluice): metrics in Prometheus' text format.
+    Prometheus,
+    /// `status_page` (sluice): the same figures as an HTML page.
+    StatusPage,
 }
 
 /// Output format of `check_status`.

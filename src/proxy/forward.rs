@@ -588,6 +588,9 @@ async fn relay(
             client_read: None,
         };
         let cancel = state.gen.shutdown.child_token();
+        // ops: WebSocket tunnels are closed with close frames on drain.
+        let websocket = super::drain::is_websocket(resp.headers());
+        let drain_window = state.gen.config.main.websocket_drain_window;
         let tracker = state.gen.tunnels.clone();
         // The tunnel may live for days: keep no view into hyper's buffers.
         let mut state = state;
@@ -606,26 +609,29 @@ async fn relay(
                     return;
                 }
             };
-            let (Ok(c), Ok(u)) = (
-                client.downcast::<TokioIo<crate::server::guard::Guarded>>(),
+            let (Some((client, client_pending)), Ok(u)) = (
+                crate::server::conn::upgraded_tcp(client),
                 upstream.downcast::<TokioIo<TcpStream>>(),
             ) else {
                 crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
                 return;
             };
-            let (client, upstream) = (c.io.into_inner().into_inner(), u.io.into_inner());
+            let upstream = u.io.into_inner();
             // nginx switches tcp_nodelay on when a connection becomes a tunnel.
             if state.settings.tcp_nodelay {
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
             }
-            let stats = tunnel::run(
+            let stats = super::drain::run_tunnel(
                 client,
-                detach(c.read_buf),
+                detach(client_pending),
                 upstream,
                 detach(u.read_buf),
                 timeouts,
                 cancel,
+                websocket,
+                state.conn.info.id,
+                drain_window,
             )
             .await;
             if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {

@@ -2,11 +2,13 @@
 //! failure rules; an accepted upgrade becomes a byte tunnel.
 
 pub mod body;
+pub mod drain;
 pub mod forward;
 pub mod headers;
 pub mod pages;
 pub mod redirect;
 pub mod tunnel;
 pub mod uri;
+pub mod wsframe;
 
 pub use forward::forward;

@@ -63,7 +63,10 @@
 //! [`TunnelEnd::Cancelled`] with both sockets and any bytes not yet written in
 //! [`TunnelStats::leftover`], so that a graceful drain can finish the job
 //! (flush, then send WebSocket close frames) instead of cutting the
-//! connection. Dropping the leftover closes the sockets.
+//! connection. Dropping the leftover closes the sockets. [`run_ws`] also
+//! tracks WebSocket frame boundaries each way (16 bytes per direction, no
+//! buffering; see `wsframe`), so the drain (`proxy::drain`) knows how much of
+//! the frame in flight is still to forward before its close frame.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -76,6 +79,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::wsframe::{FrameTracker, WsFrames};
 
 /// Size of the per-thread scratch buffer every tunnel on that thread reads
 /// into; also the upper bound of a tunnel's pending buffer per direction.
@@ -142,6 +147,9 @@ pub struct Leftover {
     pub upstream: TcpStream,
     pub to_client: Bytes,
     pub to_upstream: Bytes,
+    /// Frame positions each way (WebSocket tunnels only), as of every byte
+    /// read, `to_client` and `to_upstream` included.
+    pub ws: Option<WsFrames>,
 }
 
 /// The outcome of [`run`].
@@ -234,6 +242,13 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// Notes WebSocket frame boundaries in bytes read, when tracked.
+fn track(frames: Option<&mut FrameTracker>, bytes: &[u8]) {
+    if let Some(f) = frames {
+        f.consume(bytes);
+    }
+}
+
 /// Copies `src` to `dst` until either would block (`Pending`), the direction
 /// is finished (`Ready(Ok)`), or it fails. Sets `active` when any byte or EOF
 /// moved.
@@ -243,6 +258,7 @@ fn poll_half(
     dst: &TcpStream,
     cx: &mut Context<'_>,
     active: &mut bool,
+    mut frames: Option<&mut FrameTracker>,
 ) -> Poll<Result<(), Fail>> {
     loop {
         while !half.pending.is_empty() {
@@ -283,20 +299,23 @@ fn poll_half(
                 half.read_eof = true;
                 Ok(true)
             }
-            Ok(n) => match dst.try_write(&buf[..n]) {
-                Ok(m) => {
-                    half.written += m as u64;
-                    if m < n {
-                        half.set_pending(&buf[m..n]);
+            Ok(n) => {
+                track(frames.as_deref_mut(), &buf[..n]);
+                match dst.try_write(&buf[..n]) {
+                    Ok(m) => {
+                        half.written += m as u64;
+                        if m < n {
+                            half.set_pending(&buf[m..n]);
+                        }
+                        Ok(true)
                     }
-                    Ok(true)
+                    Err(e) if would_block(&e) => {
+                        half.set_pending(&buf[..n]);
+                        Ok(true)
+                    }
+                    Err(e) => Err(Fail::Write(e)),
                 }
-                Err(e) if would_block(&e) => {
-                    half.set_pending(&buf[..n]);
-                    Ok(true)
-                }
-                Err(e) => Err(Fail::Write(e)),
-            },
+            }
             Err(e) if would_block(&e) => Ok(false),
             Err(e) => Err(Fail::Read(e)),
         });
@@ -314,6 +333,8 @@ struct State {
     u2c: Half,
     timeouts: TunnelTimeouts,
     last_activity: Instant,
+    /// Frame boundaries, for WebSocket tunnels only.
+    ws: Option<WsFrames>,
 }
 
 impl State {
@@ -345,10 +366,28 @@ impl State {
 
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
         let mut active = false;
-        let c2u = poll_half(&mut self.c2u, &self.client, &self.upstream, cx, &mut active);
+        let (fc, fu) = match &mut self.ws {
+            Some(w) => (Some(&mut w.c2u), Some(&mut w.u2c)),
+            None => (None, None),
+        };
+        let c2u = poll_half(
+            &mut self.c2u,
+            &self.client,
+            &self.upstream,
+            cx,
+            &mut active,
+            fc,
+        );
         let u2c = match c2u {
             Poll::Ready(Err(_)) => Poll::Pending,
-            _ => poll_half(&mut self.u2c, &self.upstream, &self.client, cx, &mut active),
+            _ => poll_half(
+                &mut self.u2c,
+                &self.upstream,
+                &self.client,
+                cx,
+                &mut active,
+                fu,
+            ),
         };
         if active {
             self.last_activity = Instant::now();
@@ -385,6 +424,29 @@ pub fn run(
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
 ) -> impl Future<Output = TunnelStats> + Send {
+    run_ws(
+        client,
+        client_pending,
+        upstream,
+        upstream_pending,
+        timeouts,
+        cancel,
+        None,
+    )
+}
+
+/// [`run`], tracking WebSocket frame boundaries each way when `ws` is given
+/// (its state must already account for the pending bytes; see
+/// [`WsFrames::new`]), so that a cancelled tunnel can be closed cleanly.
+pub fn run_ws(
+    client: TcpStream,
+    client_pending: Bytes,
+    upstream: TcpStream,
+    upstream_pending: Bytes,
+    timeouts: TunnelTimeouts,
+    cancel: CancellationToken,
+    ws: Option<WsFrames>,
+) -> impl Future<Output = TunnelStats> + Send {
     let mut st = State {
         client,
         upstream,
@@ -392,6 +454,7 @@ pub fn run(
         u2c: Half::with_pending(upstream_pending),
         timeouts,
         last_activity: Instant::now(),
+        ws,
     };
     // An async block, not an async fn: a fn's parameters would be stored
     // twice in the future.
@@ -432,6 +495,7 @@ pub fn run(
                 to_upstream: st.c2u.take_pending(),
                 client: st.client,
                 upstream: st.upstream,
+                ws: st.ws,
             }),
             _ => None,
         };
@@ -473,6 +537,7 @@ mod tests {
                 client_read: None,
             },
             last_activity: Instant::now() - Duration::from_secs(3600),
+            ws: None,
         };
         (client, upstream, st)
     }

@@ -2,5 +2,8 @@
 
 pub mod cli;
 pub mod demo;
+pub mod drain;
+pub mod metrics;
 pub mod run;
 pub mod signal;
+pub mod status;

@@ -202,11 +202,18 @@ async fn serve(
                                     }
                                 }
                                 crate::error_log!(crate::conf::model::LogLevel::Info, "reconfiguring: generation {}", next_id - 1);
+                                super::metrics::reloaded(Some(next_id - 1));
                             }
-                            Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
+                            Err(e) => {
+                                crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                                super::metrics::reloaded(None);
+                            }
                         }
                     }
-                    Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "{e}"),
+                    Err(e) => {
+                        crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                        super::metrics::reloaded(None);
+                    }
                 }
             }
             _ = usr1.recv() => {
@@ -227,14 +234,15 @@ async fn serve(
 
     accept_stop.cancel();
     if graceful {
-        tunnels.close();
-        let timeout = current.load().config.main.worker_shutdown_timeout;
-        match timeout {
-            Some(t) => {
-                let _ = tokio::time::timeout(t, tunnels.wait()).await;
-            }
-            None => tunnels.wait().await,
-        }
+        let all = worker_connections.saturating_mul(workers);
+        super::drain::graceful(
+            &current.load().config.main,
+            &tunnels,
+            &shutdown,
+            &permits,
+            all,
+        )
+        .await;
     }
     shutdown.cancel();
     if let Some(t) = echo_task {

@@ -20,6 +20,20 @@ pub struct ConnState {
     pub timers: Arc<super::guard::ConnTimers>,
     pub local: SocketAddr,
     requests: AtomicU64,
+    /// ops: this connection in stub_status's counters.
+    pub gauge: Arc<crate::runtime::metrics::ConnGauge>,
+}
+
+/// The I/O type hyper serves, which an upgrade hands back.
+pub type ClientIo = TokioIo<crate::runtime::metrics::Tracked<super::guard::Guarded>>;
+
+/// The socket of an upgraded client connection, and bytes read past the head.
+pub fn upgraded_tcp(up: hyper::upgrade::Upgraded) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+    let parts = up.downcast::<ClientIo>().ok()?;
+    Some((
+        parts.io.into_inner().into_inner().into_inner(),
+        parts.read_buf,
+    ))
 }
 
 impl ConnState {
@@ -73,6 +87,7 @@ pub async fn accept_loop(
             },
             local,
             requests: AtomicU64::new(0),
+            gauge: crate::runtime::metrics::ConnGauge::accepted(),
         });
         let conn_stop = stop.clone();
         tokio::spawn(async move {
@@ -118,10 +133,9 @@ async fn serve(
     });
     let conn = builder
         .serve_connection(
-            TokioIo::new(super::guard::Guarded::new(
-                stream,
-                limits,
-                state.timers.clone(),
+            TokioIo::new(crate::runtime::metrics::Tracked::new(
+                super::guard::Guarded::new(stream, limits, state.timers.clone()),
+                state.gauge.clone(),
             )),
             svc,
         )

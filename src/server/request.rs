@@ -74,6 +74,13 @@ impl RequestState {
 
     /// Writes the access log lines for the finished request.
     pub fn log(&self, resp: &ResponseInfo, up: Option<&UpstreamInfo>) {
+        let up_time = up.map(|u| u.response_time.as_str());
+        crate::runtime::metrics::request_logged(
+            &self.conn.gauge,
+            resp.status,
+            self.start.elapsed(),
+            up_time,
+        ); // ops
         let cx = self.vars(Some(resp), up);
         access::log_request(&self.settings.access_log, &cx, &self.gen.logs);
     }
@@ -115,6 +122,7 @@ pub async fn handle(
     let start = Instant::now();
     let start_wall = SystemTime::now();
     let connection_requests = conn.next_request();
+    conn.gauge.request_start(); // ops: stub_status counters
     let client_upgrade = req
         .headers()
         .contains_key(header::UPGRADE)
@@ -232,6 +240,11 @@ pub async fn handle(
                 state.parts.uri.query(),
             );
             let resp = pages::returned(200, Some(body.into_bytes()), tokens, ctype);
+            Ok(finish(state, resp))
+        }
+        Handler::StubStatus | Handler::Prometheus | Handler::StatusPage => {
+            let resp =
+                crate::runtime::status::respond(&location.handler, &state.parts.method, &state.gen);
             Ok(finish(state, resp))
         }
         Handler::Proxy(pp) => {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the third-party peers the tests talk to, on a fresh Debian machine:
-# nginx (for differential tests), Chromium (the browser WebSocket client) and
+# nginx (for differential tests), Chromium (the browser WebSocket client),
 # npm's ws and wscat (the nginx guide's Node server and its client), pinned in
-# package-lock.json. Idempotent: skips what is already there.
+# package-lock.json, and the Prometheus text parser of the prometheus_client
+# Python package (tests/metrics.rs). Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,7 +19,7 @@ apt_install() {
     fi
 }
 
-apt_install nginx-light chromium
+apt_install nginx-light chromium python3-prometheus-client
 
 # npm ci wipes node_modules: only run it when the lock file changed since.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s node_modules/.sluice-lock package-lock.json; then

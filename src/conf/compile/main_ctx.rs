@@ -16,6 +16,8 @@ pub(super) fn compile(
         worker_processes: WorkerProcesses::Count(1),
         worker_rlimit_nofile: None,
         worker_shutdown_timeout: None,
+        websocket_drain_delay: None,
+        websocket_drain_window: std::time::Duration::ZERO,
         error_log: ErrorLog {
             target: ErrorLogTarget::File(cx.full_path("logs/error.log")),
             level: LogLevel::Error,
@@ -54,6 +56,8 @@ pub(super) fn compile(
             }
             "worker_rlimit_nofile" => main.worker_rlimit_nofile = Some(arg_num(d, 0)?),
             "worker_shutdown_timeout" => main.worker_shutdown_timeout = Some(arg_time(d, 0)?),
+            "websocket_drain_delay" => main.websocket_drain_delay = Some(arg_time(d, 0)?),
+            "websocket_drain_window" => main.websocket_drain_window = arg_time(d, 0)?,
             "error_log" => main.error_log = error_log(cx, d)?,
             "pid" => main.pid = cx.full_path(&d.args[0]),
             "daemon" => main.daemon = arg_flag(d),

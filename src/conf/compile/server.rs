@@ -215,6 +215,16 @@ fn location(
                     handler = Handler::CheckStatus(f);
                 }
             }
+            // Content handlers of ops (runtime/metrics.rs); the last one wins, as in nginx.
+            "stub_status" | "prometheus_metrics" | "status_page" => {
+                if !matches!(handler, Handler::Return(_)) {
+                    handler = match inner.name.as_str() {
+                        "stub_status" => Handler::StubStatus,
+                        "prometheus_metrics" => Handler::Prometheus,
+                        _ => Handler::StatusPage,
+                    };
+                }
+            }
             "if" => check_if_block(cx, inner, ctx::LIF)?,
             "limit_except" => check_if_block(cx, inner, ctx::LIMIT_EXCEPT)?,
             _ => settings::apply(cx, hx, &mut level, inner)?,

@@ -1,0 +1,254 @@
+//! Graceful shutdown (QUIT) with open WebSockets: close frames 1001 both
+//! ways, no new connections, frames in flight completed, then exit.
+//! tokio-tungstenite on both sides of the real binary.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{main_block, Sluice};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIG: usize = 32 << 20;
+
+fn conf(port: u16, upstream: SocketAddr, main_extra: &str) -> String {
+    format!(
+        "{}{main_extra}\nhttp {{\n access_log logs/access.log;\n server {{\n  listen 127.0.0.1:{port};\n  location / {{\n   proxy_pass http://{upstream};\n   proxy_http_version 1.1;\n   proxy_set_header Upgrade $http_upgrade;\n   proxy_set_header Connection \"Upgrade\";\n  }}\n }}\n}}\n",
+        main_block()
+    )
+}
+
+fn big_config() -> WebSocketConfig {
+    WebSocketConfig {
+        max_message_size: None,
+        max_frame_size: None,
+        ..Default::default()
+    }
+}
+
+fn big_payload() -> Vec<u8> {
+    (0..BIG).map(|i| (i % 251) as u8).collect()
+}
+
+/// A tokio-tungstenite server: echoes text, answers "big" with "start" and
+/// a [`BIG`]-byte binary message, and reports each close code it receives.
+async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Option<u16>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(s, Some(big_config())).await
+                else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    match m {
+                        Message::Text(t) if t.as_str() == "big" => {
+                            let _ = ws.send(Message::text("start")).await;
+                            let _ = ws.send(Message::binary(big_payload())).await;
+                        }
+                        Message::Text(t) => {
+                            let _ = ws.send(Message::text(t)).await;
+                        }
+                        Message::Close(f) => {
+                            let _ = tx.send(f.map(|f| u16::from(f.code)));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect(port: u16) -> Client {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(
+        format!("ws://127.0.0.1:{port}/ws"),
+        tcp,
+        Some(big_config()),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+async fn echo(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+    let m = ws.next().await.expect("reply").expect("reply ok");
+    assert_eq!(m, Message::text(text));
+}
+
+/// The next message must be a close frame with status 1001.
+async fn expect_going_away(ws: &mut Client) {
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // The close handshake completes and the connection ends.
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+fn wait_exit(s: &mut Sluice) -> std::process::ExitStatus {
+    s.child.take().expect("child").wait().expect("wait sluice")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_sends_going_away_both_ways_and_exits() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    let mut s = Sluice::start(
+        "drain-close",
+        &conf(
+            port,
+            up,
+            "websocket_drain_delay 0;\nwebsocket_drain_window 300ms;",
+        ),
+    );
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut ws = connect(port).await;
+        echo(&mut ws, &format!("hello {i}")).await;
+        clients.push(ws);
+    }
+    s.signal(libc::SIGQUIT);
+    for ws in &mut clients {
+        expect_going_away(ws).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
+    }
+    assert!(wait_exit(&mut s).success());
+    assert!(!s.path("logs/sluice.pid").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_refuses_new_connections_and_exits_after_the_last_tunnel() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    // The drain would start only after a minute: the tunnel must end by itself.
+    let mut s = Sluice::start("drain-wait", &conf(port, up, "websocket_drain_delay 60s;"));
+    let mut ws = connect(port).await;
+    echo(&mut ws, "before").await;
+    s.signal(libc::SIGQUIT);
+    common::wait_until("the listener to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    // The open tunnel still carries traffic.
+    echo(&mut ws, "after quit").await;
+    assert!(s
+        .child
+        .as_mut()
+        .expect("child")
+        .try_wait()
+        .expect("try_wait")
+        .is_none());
+    ws.close(None).await.expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    assert_eq!(closes.recv().await.expect("close at upstream"), None);
+    assert!(wait_exit(&mut s).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_flight_completes_before_the_close_frame() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    let mut s = Sluice::start("drain-big", &conf(port, up, "websocket_drain_delay 0;"));
+    let mut ws = connect(port).await;
+    ws.send(Message::text("big")).await.expect("send");
+    let m = ws.next().await.expect("start").expect("start ok");
+    assert_eq!(m, Message::text("start"));
+    // Bytes of the big message have reached this socket: the frame is in
+    // flight (far larger than every socket buffer on the way), and this
+    // client reads no more until sluice has been told to quit.
+    let mut one = [0u8; 1];
+    ws.get_ref().peek(&mut one).await.expect("peek");
+    s.signal(libc::SIGQUIT);
+    match ws.next().await {
+        Some(Ok(Message::Binary(b))) => {
+            assert_eq!(b.len(), BIG);
+            assert!(b == big_payload(), "payload corrupted");
+        }
+        other => panic!("expected the big message, got {other:?}"),
+    }
+    expect_going_away(&mut ws).await;
+    assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
+    assert!(wait_exit(&mut s).success());
+}
+
+/// An HTTP upstream that holds its answer to the first request until told.
+async fn held_backend() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = got_tx.send(());
+        let _ = go_rx.await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlater")
+            .await;
+    });
+    (addr, got_rx, go_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_lets_an_http_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, got, go) = held_backend().await;
+    let port = common::free_port();
+    let mut s = Sluice::start("drain-http", &conf(port, up, ""));
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    got.await.expect("request reached the upstream");
+    s.signal(libc::SIGQUIT);
+    common::wait_until("the listener to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    let _ = go.send(());
+    let mut resp = Vec::new();
+    c.read_to_end(&mut resp).await.expect("read");
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("later"), "{text}");
+    assert!(wait_exit(&mut s).success());
+}
