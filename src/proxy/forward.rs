@@ -594,12 +594,13 @@ async fn relay(
         let tracker = state.gen.tunnels.clone();
         // The tunnel may live for days: keep no view into hyper's buffers.
         let mut state = state;
-        state.compact();
+        let needs = state.header_needs();
+        state.compact(&needs);
         let info = ResponseInfo {
-            headers: own_headers(&info.headers),
+            headers: needs.response.keep(&info.headers),
             ..info
         };
-        up_info.headers = up_info.headers.as_ref().map(own_headers);
+        up_info.headers = up_info.headers.as_ref().map(|h| needs.upstream.keep(h));
         tracker.spawn(async move {
             let (client, upstream) = match (client_up.await, upstream_up.await) {
                 (Ok(c), Ok(u)) => (c, u),
@@ -737,14 +738,3 @@ fn detach(b: bytes::Bytes) -> bytes::Bytes {
     }
 }
 
-/// A copy of `h` whose values own their bytes: hyper's parsed headers are
-/// slices of its read buffer and would keep all of it alive.
-pub fn own_headers(h: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::with_capacity(h.len());
-    for (k, v) in h {
-        if let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
-            out.append(k.clone(), v);
-        }
-    }
-    out
-}

@@ -61,15 +61,33 @@ impl RequestState {
         }
     }
 
-    /// Drops every view into hyper's read buffer (header values and the
-    /// target are slices of it), so that a long-lived tunnel does not keep
-    /// the buffer alive.
-    pub fn compact(&mut self) {
-        self.parts.headers = crate::proxy::forward::own_headers(&self.parts.headers);
+    /// Keeps, in owned memory, only the parts of the request a long-lived
+    /// tunnel's access log and error log lines can still read: hyper's parsed
+    /// values are slices of its read buffer and would keep all of it alive,
+    /// and headers no log mentions are dead weight for days.
+    pub fn compact(&mut self, needs: &HeaderNeeds) {
+        self.parts.headers = needs.request.keep(&self.parts.headers);
         if let Ok(uri) = http::Uri::try_from(self.parts.uri.to_string()) {
             self.parts.uri = uri;
         }
         self.parts.extensions.clear();
+    }
+
+    /// Which headers this location's access logs can read.
+    pub fn header_needs(&self) -> HeaderNeeds {
+        let mut needs = HeaderNeeds::default();
+        // The error log's context names the Host and Referer.
+        needs.request.add("host");
+        needs.request.add("referer");
+        for log in self.settings.access_log.iter() {
+            if let crate::conf::model::AccessLog::File { format, condition, .. } = log {
+                needs.scan(format.template.vars());
+                if let Some(c) = condition {
+                    needs.scan(c.vars());
+                }
+            }
+        }
+        needs
     }
 
     /// Writes the access log lines for the finished request.
@@ -381,5 +399,66 @@ mod tests {
         assert_eq!(content_type(&s, "/a/b.GIF"), "image/gif");
         assert_eq!(content_type(&s, "/a.jpg/b"), "text/plain");
         assert_eq!(content_type(&s, "/x.css"), "text/plain");
+    }
+}
+
+/// Header names a set of templates reads, per header map.
+#[derive(Default, Debug)]
+pub struct HeaderNeeds {
+    pub request: NameSet,
+    pub response: NameSet,
+    pub upstream: NameSet,
+}
+
+/// Some header names, or all of them.
+#[derive(Default, Debug)]
+pub struct NameSet {
+    all: bool,
+    names: Vec<Box<str>>,
+}
+
+impl NameSet {
+    fn add(&mut self, name: &str) {
+        if !self.names.iter().any(|n| &**n == name) {
+            self.names.push(name.into());
+        }
+    }
+
+    /// An owned copy of the wanted headers of `h`.
+    pub fn keep(&self, h: &http::HeaderMap) -> http::HeaderMap {
+        let mut out = http::HeaderMap::new();
+        for (k, v) in h {
+            if self.all || self.names.iter().any(|n| **n == *k.as_str()) {
+                if let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
+                    out.append(k.clone(), v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl HeaderNeeds {
+    fn scan<'a>(&mut self, vars: impl Iterator<Item = &'a crate::vars::Var>) {
+        use crate::vars::{Builtin, Var};
+        for v in vars {
+            match v {
+                Var::Http(n) => self.request.add(n),
+                Var::Cookie(_) => self.request.add("cookie"),
+                Var::SentHttp(n) => self.response.add(n),
+                Var::UpstreamHttp(n) => self.upstream.add(n),
+                Var::Builtin(Builtin::ProxyAddXForwardedFor) => self.request.add("x-forwarded-for"),
+                Var::Builtin(Builtin::ContentLength) => self.request.add("content-length"),
+                Var::Builtin(Builtin::ContentType) => self.request.add("content-type"),
+                Var::Builtin(Builtin::RemoteUser) => self.request.add("authorization"),
+                // A map can read anything: keep everything.
+                Var::Map(_) => {
+                    self.request.all = true;
+                    self.response.all = true;
+                    self.upstream.all = true;
+                }
+                _ => {}
+            }
+        }
     }
 }
