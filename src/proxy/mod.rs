@@ -2,7 +2,9 @@
 //! failure rules; an accepted upgrade becomes a byte tunnel.
 
 pub mod body;
+pub mod buffer;
 pub mod forward;
+pub mod gzip;
 pub mod headers;
 pub mod pages;
 mod redirect;

@@ -262,8 +262,9 @@ fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
 
 /// Adds the access-log hook and nginx's response headers to a response
 /// sluice made itself.
-pub fn finish(state: RequestState, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+pub fn finish(state: RequestState, resp: Response<ProxyBody>) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
+    let mut resp = crate::proxy::gzip::apply(&state.settings, &state.parts, resp, false);
     add_server_header(&mut resp, state.settings.server_tokens);
     let info = ResponseInfo {
         status: resp.status().as_u16(),
