@@ -34,12 +34,12 @@ fn pattern() -> Vec<u8> {
     [block.as_slice(), block.as_slice()].concat()
 }
 
-/// Writes `LEN` bytes of the pattern.
-fn send_pattern(w: &mut impl Write, pat: &[u8]) -> std::io::Result<()> {
+/// Writes `len` bytes of the pattern.
+fn send_pattern(w: &mut impl Write, pat: &[u8], len: u64) -> std::io::Result<()> {
     let mut off = 0u64;
-    while off < LEN {
+    while off < len {
         let start = (off % PERIOD as u64) as usize;
-        let n = ((LEN - off) as usize).min(PERIOD);
+        let n = ((len - off) as usize).min(PERIOD);
         w.write_all(&pat[start..start + n])?;
         off += n as u64;
     }
@@ -148,9 +148,13 @@ impl RssWatch {
 }
 
 fn start_sluice(tag: &str, upstream: SocketAddr) -> (Sluice, SocketAddr) {
+    start_sluice_with(tag, upstream, "")
+}
+
+fn start_sluice_with(tag: &str, upstream: SocketAddr, extra: &str) -> (Sluice, SocketAddr) {
     let port = common::free_port();
     let conf = format!(
-        "{}http {{\n access_log logs/access.log;\n client_max_body_size 0;\n server {{\n  listen 127.0.0.1:{port};\n  location / {{ proxy_pass http://{upstream}; }}\n }}\n}}\n",
+        "{}http {{\n access_log logs/access.log;\n client_max_body_size 0;\n {extra}\n server {{\n  listen 127.0.0.1:{port};\n  location / {{ proxy_pass http://{upstream}; }}\n }}\n}}\n",
         main_block()
     );
     (Sluice::start(tag, &conf), ([127, 0, 0, 1], port).into())
@@ -185,7 +189,7 @@ fn one_gib_upload_with_flat_memory() {
         "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
     )
     .expect("head");
-    send_pattern(&mut c, &pat).expect("upload");
+    send_pattern(&mut c, &pat, LEN).expect("upload");
     let (head, mut body) = read_head(&mut c);
     let _ = c.read_to_end(&mut body);
     let peak = watch.peak_kib();
@@ -215,7 +219,7 @@ fn one_gib_download_with_flat_memory() {
             s,
             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
         );
-        let _ = send_pattern(&mut s, &up_pat);
+        let _ = send_pattern(&mut s, &up_pat, LEN);
     });
     let (sluice, addr) = start_sluice("big-download", up);
     let watch = RssWatch::start(sluice.pid());
@@ -237,5 +241,99 @@ fn one_gib_download_with_flat_memory() {
     assert!(
         peak < RSS_LIMIT_KIB,
         "sluice's RSS reached {peak} KiB during a 1 GiB download"
+    );
+}
+
+/// Reads the data of a chunked body.
+struct Dechunk<R> {
+    inner: std::io::BufReader<R>,
+    left: usize,
+    done: bool,
+}
+
+impl<R: Read> Read for Dechunk<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                // The CRLF after the previous chunk's data.
+                line.clear();
+                self.inner.read_line(&mut line)?;
+            }
+            self.left = usize::from_str_radix(line.trim(), 16)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// gzip on the way out keeps memory flat too: the compressor holds its
+/// window, never the body. 64 MiB, as compressing in a debug build is slow.
+#[test]
+fn gzip_download_with_flat_memory() {
+    const GZ_LEN: u64 = 64 << 20;
+    let pat = Arc::new(pattern());
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let up = l.local_addr().expect("addr");
+    let up_pat = pat.clone();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let _ = read_head(&mut s);
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {GZ_LEN}\r\nConnection: close\r\n\r\n"
+        );
+        let _ = send_pattern(&mut s, &up_pat, GZ_LEN);
+    });
+    let (sluice, addr) = start_sluice_with(
+        "big-gzip",
+        up,
+        "gzip on; gzip_comp_level 1; gzip_types text/plain;",
+    );
+    let watch = RssWatch::start(sluice.pid());
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    c.write_all(
+        b"GET /download HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .expect("request");
+    let (head, rest) = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let body = Dechunk {
+        inner: std::io::BufReader::new(rest.as_slice().chain(c.try_clone().expect("clone"))),
+        left: 0,
+        done: false,
+    };
+    let mut gz = flate2::read::GzDecoder::new(body);
+    let matched = check_pattern(&mut gz, &[], GZ_LEN, &pat);
+    let peak = watch.peak_kib();
+    eprintln!("64 MiB gzip download: sluice's peak RSS {peak} KiB");
+    drop(gz);
+    drop(c);
+    upstream.join().expect("upstream thread");
+    assert_eq!(matched, GZ_LEN, "the client got a different body");
+    assert!(peak > 0, "no RSS sample");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "sluice's RSS reached {peak} KiB during a gzip download"
     );
 }
