@@ -280,4 +280,12 @@ mod tests {
         let h = http("access_log off;\nserver { listen 8080; location / { } }");
         assert_eq!(paths(&h.servers[0].locations[0].settings), ["off"]);
     }
+
+    #[test]
+    fn gzip_proxied_off_wins_over_other_words() {
+        let h = http("gzip_proxied expired off;\nserver { listen 8080; location / { } }");
+        assert_eq!(h.servers[0].locations[0].settings.gzip_proxied, 0);
+        let h = http("gzip_proxied expired any;\nserver { listen 8080; location / { } }");
+        assert_ne!(h.servers[0].locations[0].settings.gzip_proxied, 0);
+    }
 }
