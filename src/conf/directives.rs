@@ -87,6 +87,10 @@ const OK: Status = Supported;
 const MOOT_IO: Status = NoEffect("sluice's I/O model does not use this knob");
 const NO_FASTCGI: Status = NoEffect("sluice has no FastCGI client; accepted so configs load");
 const NO_CACHE: Status = NoEffect("sluice has no proxy cache yet");
+/// Where nginx spills a response to disk, sluice waits for the client.
+const NO_TEMP_FILES: Status = NoEffect(
+    "sluice never writes responses to temporary files; beyond its memory buffers the upstream waits",
+);
 const NO_STATIC: Status = NoEffect("sluice does not serve static files yet");
 const NO_HASH: Status = NoEffect("sluice's lookup tables size themselves");
 const LATER_TLS: Status = NoEffect("TLS is not implemented yet");
@@ -365,8 +369,18 @@ pub static DIRECTIVES: &[Spec] = &[
     d("proxy_connect_timeout", HSL, n(1), OK),
     d("proxy_read_timeout", HSL, n(1), OK),
     d("proxy_send_timeout", HSL, n(1), Differs("applies to WebSocket tunnels; request bodies are guarded by client_body_timeout")),
-    d("proxy_buffering", HSL, Flag, OK),
-    d("proxy_request_buffering", HSL, Flag, OK),
+    d(
+        "proxy_buffering",
+        HSL,
+        Flag,
+        Differs("reads ahead into proxy_buffer_size + proxy_buffers of memory; beyond that the upstream waits instead of spilling to a temporary file"),
+    ),
+    d(
+        "proxy_request_buffering",
+        HSL,
+        Flag,
+        Differs("request bodies are always streamed to the upstream as they arrive, as with proxy_request_buffering off"),
+    ),
     d("proxy_buffer_size", HSL, n(1), OK),
     d("proxy_buffers", HSL, n(2), OK),
     d("proxy_busy_buffers_size", HSL, n(1), MOOT_IO),
@@ -374,19 +388,19 @@ pub static DIRECTIVES: &[Spec] = &[
         "proxy_temp_file_write_size",
         HSL,
         n(1),
-        NoEffect("sluice buffers responses in memory only"),
+        NO_TEMP_FILES,
     ),
     d(
         "proxy_max_temp_file_size",
         HSL,
         n(1),
-        NoEffect("sluice buffers responses in memory only"),
+        NO_TEMP_FILES,
     ),
     d(
         "proxy_temp_path",
         HSL,
         Range(1, 4),
-        NoEffect("sluice buffers responses in memory only"),
+        NO_TEMP_FILES,
     ),
     d("proxy_pass_request_headers", HSL, Flag, OK),
     d("proxy_pass_request_body", HSL, Flag, OK),

@@ -658,14 +658,19 @@ async fn relay(
     }
 
     let (mut parts, incoming) = response.into_parts();
+    let buffering = super::buffer::buffering(&settings, &parts.headers);
     headers::filter_response(&mut parts.headers, &settings, false);
     super::redirect::rewrite(&mut parts.headers, &state, matcher);
-    let body = Timed::new(incoming, settings.proxy_read_timeout, || {
+    let mut body = Timed::new(incoming, settings.proxy_read_timeout, || {
         BodyError::UpstreamReadTimeout
     })
     .boxed();
+    if buffering {
+        body = super::buffer::read_ahead(body, super::buffer::budget(&settings));
+    }
     let mut resp = Response::from_parts(parts, body);
     add_server_header(&mut resp, tokens);
+    let resp = super::gzip::apply(&settings, &state.parts, resp, !buffering);
     let info = ResponseInfo {
         status: status.as_u16(),
         headers: resp.headers().clone(),
@@ -737,4 +742,3 @@ fn detach(b: bytes::Bytes) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(&b)
     }
 }
-

@@ -2,8 +2,10 @@
 //! failure rules; an accepted upgrade becomes a byte tunnel.
 
 pub mod body;
+pub mod buffer;
 pub mod drain;
 pub mod forward;
+pub mod gzip;
 pub mod headers;
 pub mod pages;
 pub mod redirect;

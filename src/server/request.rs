@@ -80,7 +80,10 @@ impl RequestState {
         needs.request.add("host");
         needs.request.add("referer");
         for log in self.settings.access_log.iter() {
-            if let crate::conf::model::AccessLog::File { format, condition, .. } = log {
+            if let crate::conf::model::AccessLog::File {
+                format, condition, ..
+            } = log
+            {
                 needs.scan(format.template.vars());
                 if let Some(c) = condition {
                     needs.scan(c.vars());
@@ -364,8 +367,9 @@ fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
 
 /// Adds the access-log hook and nginx's response headers to a response
 /// sluice made itself.
-pub fn finish(state: RequestState, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+pub fn finish(state: RequestState, resp: Response<ProxyBody>) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
+    let mut resp = crate::proxy::gzip::apply(&state.settings, &state.parts, resp, false);
     add_server_header(&mut resp, state.settings.server_tokens);
     crate::proxy::redirect::absolute_location(resp.headers_mut(), &state);
     let info = ResponseInfo {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{invalid, map, regex, server, settings, upstream, Cx, HTTP};
 use crate::conf::error::{ConfError, ConfErrorKind, Result};
-use crate::conf::model::{HttpConf, LevelSettings, LogEscape, LogFormat, UpstreamConf};
+use crate::conf::model::{AccessLog, HttpConf, LevelSettings, LogEscape, LogFormat, UpstreamConf};
 use crate::conf::parse::Directive;
 use crate::vars::{Template, VarRegistry};
 
@@ -85,6 +85,7 @@ pub(super) fn compile(cx: &mut Cx, block: &Directive) -> Result<HttpConf> {
             }
         }
     }
+    default_access_log(cx, &hx, &mut level);
     let mut servers = Vec::new();
     for d in server_blocks {
         servers.push(server::compile(cx, &mut hx, &level, d)?);
@@ -103,6 +104,30 @@ pub(super) fn compile(cx: &mut Cx, block: &Directive) -> Result<HttpConf> {
         log_formats: hx.log_formats,
         set_vars: 0,
     })
+}
+
+/// nginx's `NGX_HTTP_LOG_PATH`, relative to the prefix.
+pub const DEFAULT_ACCESS_LOG: &str = "logs/access.log";
+
+/// Where no level names an access log, nginx logs to `logs/access.log` in
+/// `combined` (ngx_http_log_merge_loc_conf). Setting it at the http level is
+/// the same: every server and location either sets its own (`off` included)
+/// or inherits this one.
+fn default_access_log(cx: &Cx, hx: &HttpCx, level: &mut LevelSettings) {
+    if level.access_log.is_some() {
+        return;
+    }
+    let Some(format) = hx.log_formats.get("combined").cloned() else {
+        return;
+    };
+    level.access_log = Some(Arc::new(vec![AccessLog::File {
+        path: cx.full_path(DEFAULT_ACCESS_LOG),
+        format,
+        buffer: None,
+        flush: None,
+        gzip: None,
+        condition: None,
+    }]));
 }
 
 /// Registers map targets and regex named captures found anywhere in the block.
@@ -193,5 +218,74 @@ pub(crate) fn template_error(e: crate::vars::TemplateError, d: &Directive) -> Co
             ConfError::at(ConfErrorKind::UnknownVariable(v), &d.loc)
         }
         other => ConfError::msg(other.to_string(), &d.loc),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::model::Settings;
+    use std::path::Path;
+
+    fn http(text: &str) -> HttpConf {
+        let conf = crate::conf::compile::load_str(
+            &format!("events {{}}\nhttp {{\n{text}\n}}\n"),
+            "nginx.conf",
+            Path::new("/prefix"),
+        )
+        .expect("valid config");
+        conf.http.expect("http block")
+    }
+
+    fn paths(s: &Settings) -> Vec<String> {
+        s.access_log
+            .iter()
+            .map(|l| match l {
+                AccessLog::Off => "off".to_string(),
+                AccessLog::File { path, format, .. } => {
+                    format!("{} {}", path.display(), format.name)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_access_log_where_none_is_configured() {
+        let h = http(
+            "server { listen 8080; location / { } }\n\
+             server { listen 8081; access_log off; location / { } }\n\
+             server { listen 8082; location / { access_log logs/x.log; } location /b { } }",
+        );
+        let default = vec!["/prefix/logs/access.log combined".to_string()];
+        assert_eq!(paths(&h.servers[0].settings), default);
+        assert_eq!(paths(&h.servers[0].locations[0].settings), default);
+        assert_eq!(paths(&h.servers[1].locations[0].settings), ["off"]);
+        assert_eq!(
+            paths(&h.servers[2].locations[0].settings),
+            ["/prefix/logs/x.log combined"]
+        );
+        assert_eq!(paths(&h.servers[2].locations[1].settings), default);
+    }
+
+    #[test]
+    fn an_http_level_access_log_replaces_the_default() {
+        let h = http(
+            "log_format f '$status';\naccess_log logs/a.log f;\n\
+             server { listen 8080; location / { } }",
+        );
+        assert_eq!(
+            paths(&h.servers[0].locations[0].settings),
+            ["/prefix/logs/a.log f"]
+        );
+        let h = http("access_log off;\nserver { listen 8080; location / { } }");
+        assert_eq!(paths(&h.servers[0].locations[0].settings), ["off"]);
+    }
+
+    #[test]
+    fn gzip_proxied_off_wins_over_other_words() {
+        let h = http("gzip_proxied expired off;\nserver { listen 8080; location / { } }");
+        assert_eq!(h.servers[0].locations[0].settings.gzip_proxied, 0);
+        let h = http("gzip_proxied expired any;\nserver { listen 8080; location / { } }");
+        assert_ne!(h.servers[0].locations[0].settings.gzip_proxied, 0);
     }
 }

@@ -161,6 +161,10 @@ pub(crate) fn apply(
             for w in a {
                 bits |= gzip_proxied::parse(w).ok_or_else(|| invalid(d, w))?;
             }
+            // nginx checks the `off` bit first: with it, nothing else counts.
+            if a.iter().any(|w| w == "off") {
+                bits = gzip_proxied::OFF;
+            }
             set_once!(lv, gzip_proxied, d, bits)
         }
         "gzip_disable" => {
