@@ -307,3 +307,89 @@ fn a_client_that_stops_reading_is_cut_after_send_timeout() {
         got.len()
     );
 }
+
+#[test]
+fn keepalive_requests_closes_after_the_last_allowed_request() {
+    let port = common::free_port();
+    let body = "keepalive_requests 2;\n location / { return 200 ok; }";
+    let _s = Sluice::start("ka-requests", &conf(port, body, ""));
+    // Three pipelined requests: the second answer says close, the third gets none.
+    let three = "GET /1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /3 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let resp = String::from_utf8_lossy(&raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        three.as_bytes(),
+    ))
+    .to_ascii_lowercase();
+    assert_eq!(resp.matches("http/1.1 200").count(), 2, "{resp}");
+    assert!(resp.contains("connection: close"), "{resp}");
+}
+
+#[test]
+fn chunked_body_over_client_max_body_size_is_refused_while_streaming() {
+    let b = Backend::ok("x");
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{ proxy_pass http://{}; proxy_http_version 1.1; client_max_body_size 10; }}",
+        b.addr
+    );
+    let _s = Sluice::start("413-chunked", &conf(port, &loc, ""));
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n",
+    );
+    // The body is counted while it streams; the upstream never gets all of it.
+    assert!(b
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .all(|r| r.body.len() <= 10));
+    let status = status_of(&resp);
+    assert!(
+        status == 413 || status == 0,
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+}
+
+#[test]
+fn worker_connections_caps_open_client_connections() {
+    use std::io::{Read, Write};
+    let port = common::free_port();
+    let text = format!(
+        "worker_processes 1;\nerror_log logs/error.log info;\npid logs/sluice.pid;\nevents {{ worker_connections 2; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 ok; }} }} }}\n"
+    );
+    let _s = Sluice::start("worker-connections", &text);
+    let idle1 = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let idle2 = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Both idle connections must be accepted before the third arrives.
+    for c in [&idle1, &idle2] {
+        let mut c = c.try_clone().expect("clone");
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        assert!(c.read(&mut buf).expect("read") > 0);
+    }
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    // At the cap, accept waits: the third connection is not served while
+    // both others stay open...
+    third
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "served above worker_connections"
+    );
+    // ...and is served once one of them closes.
+    drop(idle1);
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = third.read_to_end(&mut got);
+    assert_eq!(status_of(&got), 200);
+}

@@ -274,3 +274,58 @@ async fn a_thousand_connections_across_three_servers() {
     assert_eq!(per_server.len(), 3, "{per_server:?}");
     assert!(per_server.values().all(|&n| n >= 300), "{per_server:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_upgrade_protocols_become_tunnels_too() {
+    // A raw upstream that switches to a made-up protocol and then echoes bytes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: fancy/1\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.expect("echo");
+        }
+    });
+    let port = common::free_port();
+    let _s = Sluice::start("upgrade-other", &guide_conf(port, &[addr], ""));
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: fancy/1\r\nConnection: Upgrade\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut buf).await.expect("read");
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: fancy/1"), "{head}");
+    c.write_all(b"ping-bytes").await.expect("write");
+    let mut echoed = vec![0u8; 10];
+    c.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping-bytes");
+}

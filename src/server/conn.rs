@@ -22,6 +22,10 @@ pub struct ConnState {
     requests: AtomicU64,
     /// ops: this connection in stub_status's counters.
     pub gauge: Arc<crate::runtime::metrics::ConnGauge>,
+    /// The connection's place under worker_connections. Requests (and the
+    /// tunnel an upgrade becomes) hold the state, so an upgraded connection
+    /// counts until its tunnel ends, as in nginx.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The I/O type hyper serves, which an upgrade hands back.
@@ -88,12 +92,10 @@ pub async fn accept_loop(
             local,
             requests: AtomicU64::new(0),
             gauge: crate::runtime::metrics::ConnGauge::accepted(),
+            _permit: permit,
         });
         let conn_stop = stop.clone();
-        tokio::spawn(async move {
-            serve(stream, gen, state, settings, limits, conn_stop).await;
-            drop(permit);
-        });
+        tokio::spawn(serve(stream, gen, state, settings, limits, conn_stop));
     }
 }
 
