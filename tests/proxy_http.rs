@@ -393,3 +393,34 @@ fn worker_connections_caps_open_client_connections() {
     let _ = third.read_to_end(&mut got);
     assert_eq!(status_of(&got), 200);
 }
+
+#[test]
+fn idle_upstream_keepalive_connections_close_after_keepalive_timeout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().expect("accept");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut w = s;
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .expect("write");
+        // Wait for sluice to close the idle pooled connection.
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        let _ = tx.send(());
+    });
+    let port = common::free_port();
+    let http =
+        format!("upstream pooled {{ server {addr}; keepalive 4; keepalive_timeout 200ms; }}");
+    let loc = "location / { proxy_pass http://pooled; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
+    let _s = Sluice::start("pool-sweep", &conf(port, loc, &http));
+    assert_eq!(status_of(&get(([127, 0, 0, 1], port).into(), "/")), 200);
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the idle upstream connection was never closed");
+}

@@ -48,6 +48,7 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
     if inner.is_end_stream() {
         return inner;
     }
+    let remaining = inner.size_hint().exact();
     let sem = Arc::new(Semaphore::new(budget));
     // The semaphore bounds what is queued; the channel itself needs no bound.
     let (tx, rx) = mpsc::unbounded_channel::<Item>();
@@ -81,11 +82,16 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
             }
         }
     });
-    ReadAhead { rx }.boxed()
+    ReadAhead { rx, remaining }.boxed()
 }
 
 struct ReadAhead {
     rx: mpsc::UnboundedReceiver<Item>,
+    /// Bytes still to come when the upstream declared a length: lets the
+    /// body say it ended with its last frame, so hyper (which stops polling
+    /// a Content-Length body once it has all of it) reports it complete and
+    /// the upstream connection can go back to its keepalive pool.
+    remaining: Option<u64>,
 }
 
 impl Body for ReadAhead {
@@ -97,13 +103,26 @@ impl Body for ReadAhead {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // The permit is released as the frame is handed to the connection.
-        self.rx
+        let r = self
+            .rx
             .poll_recv(cx)
-            .map(|o| o.map(|r| r.map(|(frame, _permit)| frame)))
+            .map(|o| o.map(|r| r.map(|(frame, _permit)| frame)));
+        if let (Poll::Ready(Some(Ok(frame))), Some(left)) = (&r, self.remaining.as_mut()) {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            *left = left.saturating_sub(n);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 

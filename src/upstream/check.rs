@@ -42,6 +42,17 @@ impl Drop for Checks {
 pub fn start(upstreams: &Upstreams) -> Checks {
     let checks = Checks::default();
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+    // Idle keepalive connections are swept by the same background work,
+    // stopped with it when the generation is replaced.
+    for g in upstreams.groups() {
+        if let Some((pool, limits)) = g.keepalive() {
+            tokio::spawn(super::pool::sweep_forever(
+                pool.clone(),
+                *limits,
+                checks.stop.clone(),
+            ));
+        }
+    }
     for g in upstreams.groups() {
         if g.conf().check.is_none() || g.peers().is_empty() {
             continue;

@@ -187,6 +187,26 @@ impl Pool {
         drop(evicted);
     }
 
+    /// Closes idle connections past keepalive_timeout or keepalive_time, as
+    /// nginx's timers do, so an idle pool does not hold sockets forever.
+    pub fn sweep(&self, limits: &Limits) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let mut expired_conns = Vec::new();
+        let mut i = 0;
+        while i < idle.len() {
+            if expired(&idle[i], limits, now) {
+                if let Some(e) = idle.remove(i) {
+                    expired_conns.push(e);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        drop(idle);
+        drop(expired_conns);
+    }
+
     /// Keeps only connections to `addrs` (after a reload changed the group)
     /// and closes everything when the group has no `keepalive` any more.
     pub fn retain(&self, addrs: &[SocketAddr], limits: Option<&Limits>) {
@@ -242,6 +262,24 @@ pub fn release(peer: &super::PeerGuard, mut conn: PooledConn) {
 fn expired(e: &Idle, limits: &Limits, now: Instant) -> bool {
     now.duration_since(e.since) >= limits.timeout
         || now.duration_since(e.conn.created) >= limits.time
+}
+
+/// Sweeps a group's idle connections until `stop`; the period is a fraction
+/// of keepalive_timeout, so a connection closes at most ~1/4 late.
+pub async fn sweep_forever(
+    pool: std::sync::Arc<Pool>,
+    limits: Limits,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let period = (limits.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => pool.sweep(&limits),
+        }
+    }
 }
 
 #[cfg(test)]
