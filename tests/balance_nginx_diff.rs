@@ -7,76 +7,18 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
 use balance_common::{Client, NamedBackend};
-use common::{free_port, temp_dir, wait_until, Sluice};
+use common::nginx::Nginx;
+use common::{free_port, temp_dir, Sluice};
 
-/// nginx in the foreground, one process, stopped by PID on drop.
-struct Nginx {
-    child: Option<Child>,
-    prefix: PathBuf,
-}
-
-impl Nginx {
-    fn start(http: &str) -> Nginx {
-        let prefix = temp_dir("nginx-balance");
-        let p = prefix.display();
-        let conf = format!(
-            "worker_processes 1;\nerror_log {p}/logs/error.log info;\npid {p}/logs/nginx.pid;\nevents {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n client_body_temp_path {p}/tmp/body;\n proxy_temp_path {p}/tmp/proxy;\n fastcgi_temp_path {p}/tmp/fastcgi;\n uwsgi_temp_path {p}/tmp/uwsgi;\n scgi_temp_path {p}/tmp/scgi;\n{http}\n}}\n"
-        );
-        std::fs::create_dir_all(prefix.join("tmp")).expect("tmp dir");
-        let conf_path = prefix.join("conf/nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx conf");
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg("daemon off; master_process off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx must be installed (tests/peers/install.sh)");
-        let mut n = Nginx {
-            child: Some(child),
-            prefix,
-        };
-        let pid = n.prefix.join("logs/nginx.pid");
-        let mut exited = false;
-        wait_until("nginx's pid file", || {
-            if let Some(c) = n.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    exited = true;
-                    return true;
-                }
-            }
-            pid.exists()
-        });
-        if exited {
-            n.child = None;
-            panic!(
-                "nginx exited early: {}",
-                common::read_file(&n.prefix.join("logs/error.log"))
-            );
-        }
-        n
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
+/// nginx with the same http block, every path it writes under a temp prefix.
+fn start_nginx(http: &str) -> Nginx {
+    let prefix = temp_dir("nginx-balance");
+    let conf = common::nginx::diff_conf("nginx.pid", &format!("access_log off;\n{http}"));
+    let mut n = Nginx::spawn(prefix, &conf);
+    n.ready("nginx.pid");
+    n
 }
 
 /// The http{} body shared by both proxies, listening on `port`.
@@ -162,7 +104,7 @@ fn balancers_pick_what_nginx_picks() {
         .collect();
 
     let nginx_port = free_port();
-    let nginx = Nginx::start(&http_body(nginx_port, &backends));
+    let nginx = start_nginx(&http_body(nginx_port, &backends));
     let from_nginx = run(SocketAddr::from(([127, 0, 0, 1], nginx_port)));
     drop(nginx);
 

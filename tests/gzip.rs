@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use common::nginx::{diff_conf, Nginx};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 use common::backend::{Backend, Reply};
-use common::{main_block, raw_exchange, wait_until, Sluice};
+use common::{main_block, raw_exchange, Sluice};
 
 const SEED_GZIP: &str = "gzip on; gzip_min_length 1k; gzip_buffers 4 16k; gzip_http_version 1.0; gzip_comp_level 2; gzip_types text/plain application/x-javascript text/css application/xml; gzip_vary on;";
 
@@ -313,56 +313,18 @@ fn return_text_is_compressed_like_nginx() {
     assert_eq!(r.gunzip(), big_text());
 }
 
-/// nginx on the same upstreams, stopped by PID on drop.
-struct Nginx {
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn start(port: u16, ups: &Upstreams) -> Nginx {
-        let prefix = common::temp_dir("gzip-nginx");
-        for d in ["tmp/cb", "tmp/proxy", "tmp/fcgi", "tmp/uwsgi", "tmp/scgi"] {
-            std::fs::create_dir_all(prefix.join(d)).expect("temp dirs");
-        }
-        let conf = format!(
-            "error_log logs/error.log info;\npid logs/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             http {{\n access_log logs/access.log;\n client_body_temp_path tmp/cb;\n proxy_temp_path tmp/proxy;\n\
-             fastcgi_temp_path tmp/fcgi;\n uwsgi_temp_path tmp/uwsgi;\n scgi_temp_path tmp/scgi;\n {SEED_GZIP}\n\
-             gzip_disable \"Legacy/\\d\";\n server {{\n  listen 127.0.0.1:{port};\n  server_name localhost;\n{}\n }}\n}}\n",
-            ups.locations()
-        );
-        let path = prefix.join("conf/nginx.conf");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(conf.as_bytes()))
-            .expect("write nginx.conf");
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg("conf/nginx.conf")
-            .arg("-g")
-            .arg("daemon off; master_process off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is installed by tests/peers/install.sh");
-        let pid = prefix.join("logs/nginx.pid");
-        wait_until("nginx's pid file", || pid.exists());
-        Nginx { child: Some(child) }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-    }
+/// nginx on the same upstreams, with the seed's gzip lines.
+fn start_nginx(port: u16, ups: &Upstreams) -> Nginx {
+    let http = format!(
+        "{SEED_GZIP}\n gzip_disable \"Legacy/\\d\";\n server {{\n  listen 127.0.0.1:{port};\n  server_name localhost;\n{}\n }}",
+        ups.locations()
+    );
+    let mut n = Nginx::spawn(
+        common::temp_dir("gzip-nginx"),
+        &diff_conf("nginx.pid", &http),
+    );
+    n.ready("nginx.pid");
+    n
 }
 
 /// Method, path, extra request headers.
@@ -372,7 +334,7 @@ type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 fn same_decisions_as_nginx() {
     let (ups, _s, ours) = start();
     let nport = common::free_port();
-    let _n = Nginx::start(nport, &ups);
+    let _n = start_nginx(nport, &ups);
     let theirs: SocketAddr = ([127, 0, 0, 1], nport).into();
     let cases: &[Case] = &[
         ("GET", "/big", &[GZ]),

@@ -3,63 +3,26 @@
 
 mod common;
 
+use common::nginx::Nginx;
+use common::Sluice;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
-use common::Sluice;
 
 fn conf(port: u16, pid: &str) -> String {
-    format!(
-        "worker_processes 1;\nerror_log logs/error.log info;\npid {pid};\nevents {{ worker_connections 1024; }}\n\
-http {{\n access_log logs/access.log;\n client_body_temp_path tmp/body;\n proxy_temp_path tmp/proxy;\n\
- fastcgi_temp_path tmp/fastcgi;\n uwsgi_temp_path tmp/uwsgi;\n scgi_temp_path tmp/scgi;\n\
- server {{\n  listen 127.0.0.1:{port};\n  location = /status {{ stub_status; }}\n  location /r {{ return 200 \"ok\\n\"; }}\n }}\n}}\n"
+    common::nginx::diff_conf(
+        pid,
+        &format!(
+            " server {{\n  listen 127.0.0.1:{port};\n  location = /status {{ stub_status; }}\n  location /r {{ return 200 \"ok\\n\"; }}\n }}"
+        ),
     )
 }
 
-/// nginx on the same configuration, stopped (QUIT, waited for) on drop.
-struct Nginx {
-    child: Option<Child>,
-}
-
-impl Nginx {
-    fn start(port: u16) -> Nginx {
-        let prefix: PathBuf = common::temp_dir("stub-nginx");
-        std::fs::create_dir_all(prefix.join("tmp")).expect("tmp dir");
-        std::fs::write(prefix.join("conf/nginx.conf"), conf(port, "logs/nginx.pid"))
-            .expect("write conf");
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(format!("{}/", prefix.display()))
-            .arg("-c")
-            .arg("conf/nginx.conf")
-            .arg("-g")
-            .arg("daemon off; master_process off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx (installed by tests/peers/install.sh)");
-        let pid = prefix.join("logs/nginx.pid");
-        // nginx binds its listeners before it writes the pid file; no probe
-        // connection, which would count in the figures.
-        common::wait_until("nginx's pid file", || pid.exists());
-        Nginx { child: Some(child) }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGQUIT);
-            }
-            let _ = c.wait();
-        }
-    }
+/// nginx on the same configuration. It binds its listeners before it writes
+/// the pid file, so no probe connection (which would count in the figures).
+fn start_nginx(port: u16) -> Nginx {
+    let mut n = Nginx::spawn(common::temp_dir("stub-nginx"), &conf(port, "nginx.pid"));
+    n.ready("nginx.pid");
+    n
 }
 
 fn status_body(addr: SocketAddr) -> String {
@@ -120,8 +83,8 @@ fn request(c: &mut TcpStream, path: &str) {
 fn stub_status_counts_as_nginx_does() {
     let np = common::free_port();
     let sp = common::free_port();
-    let _nginx = Nginx::start(np);
-    let s = Sluice::start("stub-sluice", &conf(sp, "logs/sluice.pid"));
+    let _nginx = start_nginx(np);
+    let s = Sluice::start("stub-sluice", &conf(sp, "sluice.pid"));
     let n: SocketAddr = ([127, 0, 0, 1], np).into();
     let sl: SocketAddr = ([127, 0, 0, 1], sp).into();
     let both = [n, sl];

@@ -9,13 +9,11 @@ mod interop_common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use common::backend::{Backend, Reply};
+use common::nginx::Nginx;
 use common::{temp_dir, wait_until, Sluice};
 use interop_common::*;
-
-const NGINX: &str = "/usr/sbin/nginx";
 
 /// The guide's config with its addresses substituted, plus the temp paths
 /// nginx needs under its prefix (sluice accepts and ignores them).
@@ -32,60 +30,13 @@ fn conf_with(pid: &str, port: u16, upstream: SocketAddr, log: &str) -> String {
     )
 }
 
-/// Debian's nginx in the foreground under a temp prefix, stopped on drop.
-struct Nginx {
-    _proc: Proc,
-}
-
-impl Nginx {
-    fn start(port: u16, upstream: SocketAddr) -> Nginx {
-        Self::start_with(port, upstream, "access_log logs/access.log;").0
-    }
-
-    /// Starts nginx with `log` as the access log lines; returns the prefix too.
-    fn start_with(port: u16, upstream: SocketAddr, log: &str) -> (Nginx, PathBuf) {
-        assert!(
-            std::path::Path::new(NGINX).exists(),
-            "nginx missing: run tests/peers/install.sh"
-        );
-        let prefix = temp_dir("nginx");
-        std::fs::create_dir_all(prefix.join("tmp")).expect("tmp dir");
-        std::fs::write(
-            prefix.join("conf/nginx.conf"),
-            conf_with("nginx.pid", port, upstream, log),
-        )
-        .expect("write conf");
-        let mut child = Command::new(NGINX)
-            .arg("-p")
-            .arg(format!("{}/", prefix.display()))
-            .args([
-                "-c",
-                "conf/nginx.conf",
-                "-g",
-                "daemon off; master_process off;",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(prefix.join("logs/stderr.log")).expect("stderr"))
-            .spawn()
-            .expect("spawn nginx");
-        let pid = prefix.join("logs/nginx.pid");
-        wait_until("nginx's pid file", || {
-            if let Ok(Some(s)) = child.try_wait() {
-                panic!(
-                    "nginx exited ({s}): {}",
-                    common::read_file(&prefix.join("logs/stderr.log"))
-                );
-            }
-            pid.exists()
-        });
-        (
-            Nginx {
-                _proc: Proc(Some(child)),
-            },
-            prefix,
-        )
-    }
+/// Debian's nginx on the guide's config; `log` is its access log line.
+/// Returns the prefix too, for the access log.
+fn start_nginx(port: u16, upstream: SocketAddr, log: &str) -> (Nginx, PathBuf) {
+    let prefix = temp_dir("nginx");
+    let mut n = Nginx::spawn(prefix.clone(), &conf_with("nginx.pid", port, upstream, log));
+    n.ready("nginx.pid");
+    (n, prefix)
 }
 
 /// nginx and sluice, each on its own port, in front of `upstream`.
@@ -99,7 +50,7 @@ struct Pair {
 fn pair(upstream: SocketAddr) -> Pair {
     let nginx_port = common::free_port();
     let sluice_port = common::free_port();
-    let nginx = Nginx::start(nginx_port, upstream);
+    let (nginx, _) = start_nginx(nginx_port, upstream, "access_log logs/access.log;");
     let sluice = Sluice::start("ws-diff", &conf("sluice.pid", sluice_port, upstream));
     Pair {
         nginx_port,
@@ -345,7 +296,7 @@ fn tunnel_access_log_line_matches_nginx() {
     let up = RawUpstream::start();
     let log = "log_format ws '$status $body_bytes_sent $request_length $upstream_addr $request_time';\naccess_log logs/ws.log ws;";
     let (nginx_port, sluice_port) = (common::free_port(), common::free_port());
-    let (_nginx, nginx_prefix) = Nginx::start_with(nginx_port, up.addr, log);
+    let (_nginx, nginx_prefix) = start_nginx(nginx_port, up.addr, log);
     let sluice = Sluice::start(
         "ws-diff-log",
         &conf_with("sluice.pid", sluice_port, up.addr, log),
