@@ -144,7 +144,12 @@ pub static DIRECTIVES: &[Spec] = &[
         Differs("one error log; levels apply process-wide"),
     ),
     d("pid", MAIN, n(1), OK),
-    d("daemon", MAIN, Flag, LATER_OPS),
+    d(
+        "daemon",
+        MAIN,
+        Flag,
+        Differs("default off (nginx: on); with on, the command returns once the server is ready"),
+    ),
     d(
         "master_process",
         MAIN,
