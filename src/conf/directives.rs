@@ -131,6 +131,7 @@ pub static DIRECTIVES: &[Spec] = &[
     // sluice extensions (see docs/compat.md).
     d("websocket_drain_delay", MAIN, n(1), OK),
     d("websocket_drain_window", MAIN, n(1), OK),
+    d("websocket_drain_on_reload", MAIN, Flag, OK),
     d(
         "working_directory",
         MAIN,

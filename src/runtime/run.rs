@@ -223,6 +223,7 @@ async fn serve(
                                 next_id += 1;
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 checks = crate::upstream::check::start(&g.upstreams);
+                                super::drain::reloaded(&g);
                                 current.store(Arc::new(g));
                                 listeners.retain(|addr, stop| {
                                     let keep = wanted.contains_key(addr);
