@@ -1,8 +1,10 @@
 //! Graceful shutdown (QUIT) with open WebSockets: close frames 1001 both
 //! ways, no new connections, frames in flight completed, then exit.
-//! tokio-tungstenite on both sides of the real binary.
+//! tokio-tungstenite on both sides of the real binary, and npm's `ws` as a
+//! client too. Reloads that remove a location (websocket_drain_on_reload).
 
 mod common;
+mod interop_common;
 
 use std::net::SocketAddr;
 
@@ -132,11 +134,31 @@ async fn quit_sends_going_away_both_ways_and_exits() {
         echo(&mut ws, &format!("hello {i}")).await;
         clients.push(ws);
     }
+    // npm's ws client too, with its own close handling.
+    let script = s.path("drain_client.js");
+    std::fs::write(&script, include_str!("interop_common/drain_client.js")).expect("script");
+    let mut node = interop_common::node()
+        .arg(&script)
+        .arg(format!("ws://127.0.0.1:{port}/ws"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    let lines = interop_common::Lines::new(node.stdout.take().expect("node stdout"));
+    let mut node = interop_common::Proc(Some(node));
+    tokio::task::block_in_place(|| lines.wait_for("open"));
     s.signal(libc::SIGQUIT);
     for ws in &mut clients {
         expect_going_away(ws).await;
     }
-    for _ in 0..5 {
+    let closed = tokio::task::block_in_place(|| lines.wait_for("close "));
+    assert!(closed.starts_with("close 1001 "), "node ws got {closed:?}");
+    let node_exit = tokio::task::block_in_place(|| {
+        interop_common::wait_bounded(node.0.as_mut().expect("node"), interop_common::PEER_WAIT)
+    });
+    assert!(node_exit.success(), "{node_exit}");
+    for _ in 0..6 {
         assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
     }
     assert!(wait_exit(&mut s).success());
