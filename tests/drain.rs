@@ -1,8 +1,10 @@
 //! Graceful shutdown (QUIT) with open WebSockets: close frames 1001 both
 //! ways, no new connections, frames in flight completed, then exit.
-//! tokio-tungstenite on both sides of the real binary.
+//! tokio-tungstenite on both sides of the real binary, and npm's `ws` as a
+//! client too. Reloads that remove a location (websocket_drain_on_reload).
 
 mod common;
+mod interop_common;
 
 use std::net::SocketAddr;
 
@@ -75,11 +77,15 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Option<u16>>) {
 type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 async fn connect(port: u16) -> Client {
+    connect_to(port, "/ws").await
+}
+
+async fn connect_to(port: u16, path: &str) -> Client {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     let (ws, resp) = tokio_tungstenite::client_async_with_config(
-        format!("ws://127.0.0.1:{port}/ws"),
+        format!("ws://127.0.0.1:{port}{path}"),
         tcp,
         Some(big_config()),
     )
@@ -97,7 +103,8 @@ async fn echo(ws: &mut Client, text: &str) {
 
 /// The next message must be a close frame with status 1001.
 async fn expect_going_away(ws: &mut Client) {
-    match ws.next().await {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next()).await;
+    match next.expect("no close frame within 30 s") {
         Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Away),
         other => panic!("expected close 1001, got {other:?}"),
     }
@@ -127,11 +134,31 @@ async fn quit_sends_going_away_both_ways_and_exits() {
         echo(&mut ws, &format!("hello {i}")).await;
         clients.push(ws);
     }
+    // npm's ws client too, with its own close handling.
+    let script = s.path("drain_client.js");
+    std::fs::write(&script, include_str!("interop_common/drain_client.js")).expect("script");
+    let mut node = interop_common::node()
+        .arg(&script)
+        .arg(format!("ws://127.0.0.1:{port}/ws"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    let lines = interop_common::Lines::new(node.stdout.take().expect("node stdout"));
+    let mut node = interop_common::Proc(Some(node));
+    tokio::task::block_in_place(|| lines.wait_for("open"));
     s.signal(libc::SIGQUIT);
     for ws in &mut clients {
         expect_going_away(ws).await;
     }
-    for _ in 0..5 {
+    let closed = tokio::task::block_in_place(|| lines.wait_for("close "));
+    assert!(closed.starts_with("close 1001 "), "node ws got {closed:?}");
+    let node_exit = tokio::task::block_in_place(|| {
+        interop_common::wait_bounded(node.0.as_mut().expect("node"), interop_common::PEER_WAIT)
+    });
+    assert!(node_exit.success(), "{node_exit}");
+    for _ in 0..6 {
         assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
     }
     assert!(wait_exit(&mut s).success());
@@ -251,4 +278,95 @@ async fn quit_lets_an_http_request_in_flight_finish() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("later"), "{text}");
     assert!(wait_exit(&mut s).success());
+}
+
+/// Two WebSocket locations, `/gone` (unless `with_gone` is false) and `/stays`.
+fn two_locations(port: u16, upstream: SocketAddr, main_extra: &str, with_gone: bool) -> String {
+    let loc = |path: &str| {
+        format!(
+            "  location {path} {{\n   proxy_pass http://{upstream};\n   proxy_http_version 1.1;\n   proxy_set_header Upgrade $http_upgrade;\n   proxy_set_header Connection \"Upgrade\";\n  }}\n"
+        )
+    };
+    format!(
+        "{}{main_extra}\nhttp {{\n access_log logs/access.log;\n server {{\n  listen 127.0.0.1:{port};\n  server_name ws.example;\n{}{} }}\n}}\n",
+        main_block(),
+        if with_gone { loc("/gone") } else { String::new() },
+        loc("/stays"),
+    )
+}
+
+/// Rewrites the configuration and reloads; returns once generation `gen`
+/// serves (the error log says so).
+fn reload(s: &Sluice, conf: &str, gen: u64) {
+    std::fs::write(&s.conf, conf).expect("write conf");
+    s.signal(libc::SIGHUP);
+    let line = format!("reconfiguring: generation {gen}");
+    common::wait_until(&line, || s.error_log().contains(&line));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_location_closes_its_tunnels_when_configured() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    let main_extra = "websocket_drain_on_reload on;\nwebsocket_drain_window 200ms;";
+    let s = Sluice::start(
+        "drain-reload-on",
+        &two_locations(port, up, main_extra, true),
+    );
+    let mut gone = Vec::new();
+    for i in 0..3 {
+        let mut ws = connect_to(port, "/gone").await;
+        echo(&mut ws, &format!("gone {i}")).await;
+        gone.push(ws);
+    }
+    let mut stays = connect_to(port, "/stays").await;
+    echo(&mut stays, "stays").await;
+
+    reload(&s, &two_locations(port, up, main_extra, false), 2);
+    for ws in &mut gone {
+        expect_going_away(ws).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
+    }
+    // The tunnel whose location stays is untouched: its next message is
+    // the echo, not a close, and the upstream saw no other close.
+    echo(&mut stays, "still here").await;
+    assert!(closes.try_recv().is_err());
+    assert!(s
+        .error_log()
+        .contains("closing the WebSocket tunnels of 1 location(s)"));
+    stays.close(None).await.expect("close");
+    while let Some(Ok(_)) = stays.next().await {}
+    drop(stays);
+    drop(gone);
+    assert!(s.quit().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_reload_leaves_the_tunnels_of_a_removed_location_open() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    let s = Sluice::start(
+        "drain-reload-off",
+        &two_locations(port, up, "websocket_drain_window 0;", true),
+    );
+    let mut ws = connect_to(port, "/gone").await;
+    echo(&mut ws, "before").await;
+    reload(&s, &two_locations(port, up, "", false), 2);
+    // Twice more, so the tunnel also outlives a second reload.
+    echo(&mut ws, "after the reload").await;
+    reload(&s, &two_locations(port, up, "", false), 3);
+    echo(&mut ws, "after another").await;
+    // New requests to the removed location no longer reach a tunnel.
+    let resp = common::raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"GET /gone HTTP/1.1\r\nHost: ws.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(common::status_of(&resp), 404);
+    assert!(closes.try_recv().is_err());
+    ws.close(None).await.expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    assert!(s.quit().success());
 }

@@ -131,6 +131,7 @@ pub static DIRECTIVES: &[Spec] = &[
     // sluice extensions (see docs/compat.md).
     d("websocket_drain_delay", MAIN, n(1), OK),
     d("websocket_drain_window", MAIN, n(1), OK),
+    d("websocket_drain_on_reload", MAIN, Flag, OK),
     d(
         "working_directory",
         MAIN,
@@ -144,7 +145,12 @@ pub static DIRECTIVES: &[Spec] = &[
         Differs("one error log; levels apply process-wide"),
     ),
     d("pid", MAIN, n(1), OK),
-    d("daemon", MAIN, Flag, LATER_OPS),
+    d(
+        "daemon",
+        MAIN,
+        Flag,
+        Differs("default off (nginx: on); with on, the command returns once the server is ready"),
+    ),
     d(
         "master_process",
         MAIN,

@@ -104,6 +104,9 @@ pub struct MainConf {
     pub websocket_drain_delay: Option<Duration>,
     /// sluice: the span over which those closes are spread.
     pub websocket_drain_window: Duration,
+    /// sluice: on a reload, close the WebSocket tunnels of locations the new
+    /// configuration no longer has (default: they run on).
+    pub websocket_drain_on_reload: bool,
     pub error_log: ErrorLog,
     pub pid: PathBuf,
     pub daemon: bool,

@@ -5,13 +5,26 @@
 //!
 //! The close sent to the client is unmasked, as from a server; the one sent
 //! to the upstream is masked, as RFC 6455 section 5.3 requires of a client.
+//!
+//! The same close ends the WebSocket tunnels of a location that a reload
+//! removed, with `websocket_drain_on_reload on`: each tunnel's token is a
+//! child of its location's scope ([`LocationScopes`]), itself a child of the
+//! shutdown token. A location is known across reloads by its server's listen
+//! addresses and names and its own modifier and pattern ([`location_key`]).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::conf::model::{
+    HttpConf, ListenAddr, LocationConf, LocationMatch, ServerConf, ServerName,
+};
+use crate::server::Generation;
 
 use super::tunnel::{self, Leftover, TunnelEnd, TunnelStats, TunnelTimeouts};
 use super::wsframe::{self, FrameTracker, WsFrames, GOING_AWAY};
@@ -224,6 +237,114 @@ async fn await_close<R: tokio::io::AsyncRead + Unpin>(src: &mut R, frames: &mut 
     }
 }
 
+/// The cancellation scopes of WebSocket tunnels by [`location_key`], shared
+/// by every generation so a reload can end the tunnels of a removed location.
+#[derive(Debug, Default)]
+pub struct LocationScopes {
+    scopes: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl LocationScopes {
+    /// A token for a new tunnel in location `key`, cancelled by `shutdown`
+    /// and by a reload that drains the location.
+    pub fn token(&self, key: String, shutdown: &CancellationToken) -> CancellationToken {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        scopes
+            .entry(key)
+            .or_insert_with(|| shutdown.child_token())
+            .child_token()
+    }
+
+    /// After a reload to the locations `keep`: forgets every other scope,
+    /// cancelling it when `drain` (else its tunnels run on until they end or
+    /// the process shuts down). Returns how many scopes were cancelled.
+    pub fn retain(&self, keep: &HashSet<String>, drain: bool) -> usize {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cancelled = 0;
+        scopes.retain(|key, token| {
+            let stays = keep.contains(key);
+            if !stays && drain && !token.is_cancelled() {
+                token.cancel();
+                cancelled += 1;
+            }
+            stays
+        });
+        cancelled
+    }
+}
+
+/// The cancellation token of a new tunnel: per location for WebSocket, the
+/// shutdown token's child for other upgraded protocols.
+pub fn tunnel_token(
+    gen: &Generation,
+    server_idx: usize,
+    matcher: &LocationMatch,
+    websocket: bool,
+) -> CancellationToken {
+    match gen.http().servers.get(server_idx) {
+        Some(server) if websocket => gen
+            .tunnel_scopes
+            .token(location_key(server, matcher), &gen.shutdown),
+        _ => gen.shutdown.child_token(),
+    }
+}
+
+/// Who a location is across reloads: its server's listen addresses and
+/// names (as sets) and its own modifier and pattern. A nested location is
+/// known by its own matcher only.
+pub fn location_key(server: &ServerConf, matcher: &LocationMatch) -> String {
+    let mut listens: Vec<String> = server
+        .listens
+        .iter()
+        .map(|l| match &l.addr {
+            ListenAddr::AnyV4(port) => format!("*:{port}"),
+            ListenAddr::Addr(a) => a.to_string(),
+            ListenAddr::Unix(p) => format!("unix:{}", p.display()),
+        })
+        .collect();
+    listens.sort();
+    listens.dedup();
+    let mut names: Vec<String> = server
+        .names
+        .iter()
+        .map(|n| match n {
+            ServerName::Exact(s) => s.clone(),
+            ServerName::WildStart { suffix, also_bare } => {
+                format!("{}{suffix}", if *also_bare { "" } else { "*" })
+            }
+            ServerName::WildEnd(prefix) => format!("{prefix}*"),
+            ServerName::Regex(r) => format!("~{}", r.as_str()),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    let matcher = match matcher {
+        LocationMatch::Exact(p) => format!("= {p}"),
+        LocationMatch::Prefix(p) => p.clone(),
+        LocationMatch::PrefixNoRegex(p) => format!("^~ {p}"),
+        LocationMatch::Regex { pattern, caseless } => {
+            format!("{} {pattern}", if *caseless { "~*" } else { "~" })
+        }
+        LocationMatch::Named(n) => format!("@{n}"),
+    };
+    format!("{} {} {matcher}", listens.join(","), names.join(","))
+}
+
+/// The keys of every location of `http`, nested ones included.
+pub fn location_keys(http: &HttpConf) -> HashSet<String> {
+    fn walk(server: &ServerConf, locs: &[LocationConf], out: &mut HashSet<String>) {
+        for l in locs {
+            out.insert(location_key(server, &l.matcher));
+            walk(server, &l.children, out);
+        }
+    }
+    let mut out = HashSet::new();
+    for s in &http.servers {
+        walk(s, &s.locations, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +356,55 @@ mod tests {
         assert!(d.iter().all(|x| *x < w));
         assert!(d.iter().any(|x| *x < w / 4) && d.iter().any(|x| *x > w * 3 / 4));
         assert_eq!(spread(7, Duration::ZERO), Duration::ZERO);
+    }
+
+    fn keys(text: &str) -> HashSet<String> {
+        let conf = crate::conf::load_str(
+            &format!("events {{}}\nhttp {{\n{text}\n}}\n"),
+            "test.conf",
+            std::path::Path::new("/tmp"),
+        )
+        .expect("config");
+        location_keys(conf.http.as_ref().expect("http"))
+    }
+
+    #[test]
+    fn a_location_is_its_servers_listens_and_names_and_its_matcher() {
+        let a = keys("server { listen 127.0.0.1:81; listen 82; server_name b.example *.a.example; location /ws { location ~* ^/ws/x { } } location = /x { } }");
+        let reordered = keys("server { server_name *.a.example b.example; listen 82; listen 127.0.0.1:81; location = /x { } location /ws { location ~* ^/ws/x { } } }");
+        assert_eq!(a, reordered);
+        assert_eq!(a.len(), 3);
+        assert!(
+            a.contains("*:82,127.0.0.1:81 *.a.example,b.example /ws"),
+            "{a:?}"
+        );
+        assert!(
+            a.contains("*:82,127.0.0.1:81 *.a.example,b.example ~* ^/ws/x"),
+            "{a:?}"
+        );
+        let other_name = keys("server { listen 127.0.0.1:81; listen 82; server_name c.example *.a.example; location /ws { } }");
+        assert!(a.is_disjoint(&other_name));
+        let other_modifier = keys("server { listen 127.0.0.1:81; listen 82; server_name b.example *.a.example; location ^~ /ws { } }");
+        assert!(a.is_disjoint(&other_modifier));
+    }
+
+    #[test]
+    fn retain_cancels_only_removed_scopes_and_only_when_draining() {
+        let shutdown = CancellationToken::new();
+        let scopes = LocationScopes::default();
+        let stays = scopes.token("a".into(), &shutdown);
+        let goes = scopes.token("b".into(), &shutdown);
+        let kept_off = scopes.token("c".into(), &shutdown);
+        let keep: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        // Without draining, a removed scope is forgotten, not cancelled.
+        assert_eq!(scopes.retain(&keep, false), 0);
+        assert!(!kept_off.is_cancelled());
+        let keep: HashSet<String> = ["a".to_string()].into();
+        assert_eq!(scopes.retain(&keep, true), 1);
+        assert!(goes.is_cancelled());
+        assert!(!stays.is_cancelled());
+        // Shutdown still reaches every tunnel, forgotten scopes included.
+        shutdown.cancel();
+        assert!(stays.is_cancelled() && kept_off.is_cancelled());
     }
 }

@@ -587,9 +587,10 @@ async fn relay(
             client_send: settings.send_timeout,
             client_read: None,
         };
-        let cancel = state.gen.shutdown.child_token();
-        // ops: WebSocket tunnels are closed with close frames on drain.
+        // ops: WebSocket tunnels are closed with close frames on drain, and
+        // on a reload that removed their location (websocket_drain_on_reload).
         let websocket = super::drain::is_websocket(resp.headers());
+        let cancel = super::drain::tunnel_token(&state.gen, state.server_idx, matcher, websocket);
         let drain_window = state.gen.config.main.websocket_drain_window;
         let tracker = state.gen.tunnels.clone();
         // The tunnel may live for days: keep no view into hyper's buffers.

@@ -4,6 +4,10 @@
 //! extension; default `worker_shutdown_timeout`), then are closed with close
 //! frames, spread over `websocket_drain_window` (see proxy/drain.rs).
 //! Without either directive, tunnels are waited for, as nginx waits for them.
+//!
+//! Reload (HUP): with `websocket_drain_on_reload on`, the WebSocket tunnels
+//! of locations the new configuration no longer has are closed the same way
+//! ([`reloaded`]); otherwise they run on, as in nginx's old workers.
 
 use std::time::Duration;
 
@@ -13,6 +17,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::conf::model::MainConf;
 use crate::proxy::drain::{FINISH_TIMEOUT, REPLY_TIMEOUT};
+use crate::server::Generation;
+
+/// Called with the generation a reload has just built, before it serves:
+/// ends the scopes of locations it no longer has (see proxy/drain.rs).
+pub fn reloaded(gen: &Generation) {
+    let keep = crate::proxy::drain::location_keys(gen.http());
+    let drain = gen.config.main.websocket_drain_on_reload;
+    let n = gen.tunnel_scopes.retain(&keep, drain);
+    if n > 0 {
+        crate::error_log!(
+            crate::conf::model::LogLevel::Info,
+            "closing the WebSocket tunnels of {n} location(s) the new configuration removed"
+        );
+    }
+}
 
 /// Returns once every connection and tunnel has ended, or the bounds above
 /// have passed. `shutdown` is the tunnels' token; `permits` holds one permit

@@ -1,6 +1,7 @@
 //! The process: command line, signals, the embedded demo, running and reloading.
 
 pub mod cli;
+pub mod daemon;
 pub mod demo;
 pub mod drain;
 pub mod metrics;

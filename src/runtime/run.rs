@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cli::say;
+use super::daemon::{Detached, Startup};
 use crate::conf::model::WorkerProcesses;
 use crate::conf::{self, Config, LoadOptions};
 use crate::log::AccessLogs;
@@ -21,6 +22,9 @@ use crate::server::{conn, listen, Generation};
 
 /// Runs until a shutdown signal; `reload_from` is how to re-read the
 /// configuration on HUP (`None` for the embedded demo).
+///
+/// Listeners are bound first, with the process still single-threaded, so
+/// that `daemon on` can fork (see daemon.rs) before the runtime's threads.
 pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> ExitCode {
     let workers = match config.main.worker_processes {
         WorkerProcesses::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -33,18 +37,65 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
         say(Some("emerg"), &e.to_string());
         return ExitCode::FAILURE;
     }
+    let bound = match bind_all(&config, demo) {
+        Ok(b) => b,
+        Err(e) => {
+            say(Some("emerg"), &e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut startup = if config.main.daemon {
+        let keep_stderr = config.main.error_log.target == conf::model::ErrorLogTarget::Stderr;
+        match super::daemon::detach(keep_stderr) {
+            Ok(Detached::Parent(code)) => return code,
+            Ok(Detached::Child(s)) => s,
+            Err(e) => {
+                say(Some("emerg"), &format!("fork() failed ({e})"));
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Startup::foreground()
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            say(Some("emerg"), &format!("cannot start worker threads: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return startup.fail(&format!("cannot start worker threads: {e}")),
     };
-    rt.block_on(serve(config, reload_from, demo, workers))
+    rt.block_on(serve(config, reload_from, demo, workers, bound, startup))
+}
+
+/// The listening sockets of a configuration, bound before the runtime starts.
+struct Bound {
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// The embedded demo's echo server.
+    echo: Option<std::net::TcpListener>,
+}
+
+fn bind_all(config: &Config, demo: bool) -> Result<Bound, String> {
+    let servers = config.http.as_ref().map_or(&[][..], |h| &h.servers[..]);
+    let vhosts = crate::server::vhost::VhostTable::build(servers).map_err(|e| e.to_string())?;
+    let mut listeners = Vec::new();
+    for (addr, opts) in vhosts.listen_addrs() {
+        let l =
+            listen::bind_std(addr, opts).map_err(|e| format!("bind() to {addr} failed ({e})"))?;
+        listeners.push((addr, l));
+    }
+    let echo = if demo {
+        let addr = super::demo::ECHO_ADDR;
+        let l = addr
+            .parse()
+            .map_err(std::io::Error::other)
+            .and_then(|a| listen::bind_std(a, ListenOptions::default()))
+            .map_err(|e| format!("bind() to {addr} failed ({e})"))?;
+        Some(l)
+    } else {
+        None
+    };
+    Ok(Bound { listeners, echo })
 }
 
 fn raise_nofile(n: u64) {
@@ -72,15 +123,14 @@ async fn serve(
     reload_from: Option<LoadOptions>,
     demo: bool,
     workers: usize,
+    bound: Bound,
+    mut startup: Startup,
 ) -> ExitCode {
     let shutdown = CancellationToken::new();
     let tunnels = TaskTracker::new();
     let logs = match AccessLogs::from_config(&config) {
         Ok(l) => Arc::new(l),
-        Err(e) => {
-            say(Some("emerg"), &e.to_string());
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return startup.fail(&e.to_string()),
     };
     let pid_path = config.main.pid.clone();
     let worker_connections = config.events.worker_connections;
@@ -93,10 +143,7 @@ async fn serve(
         tunnels.clone(),
     ) {
         Ok(g) => g,
-        Err(e) => {
-            say(Some("emerg"), &e.to_string());
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return startup.fail(&e.to_string()),
     };
     // Active health checks of the current generation (replaced on reload).
     let mut checks = crate::upstream::check::start(&gen.upstreams);
@@ -105,8 +152,8 @@ async fn serve(
     let accept_stop = CancellationToken::new();
 
     let mut listeners: HashMap<SocketAddr, CancellationToken> = HashMap::new();
-    for (addr, opts) in current.load().vhosts.listen_addrs() {
-        match bind(addr, opts) {
+    for (addr, l) in bound.listeners {
+        match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 let stop = accept_stop.child_token();
                 tokio::spawn(conn::accept_loop(
@@ -117,40 +164,32 @@ async fn serve(
                 ));
                 listeners.insert(addr, stop);
             }
-            Err(e) => {
-                say(Some("emerg"), &format!("bind() to {addr} failed ({e})"));
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return startup.fail(&format!("bind() to {addr} failed ({e})")),
         }
     }
     let mut echo_task = None;
-    if demo {
-        match tokio::net::TcpListener::bind(super::demo::ECHO_ADDR).await {
+    if let Some(l) = bound.echo {
+        match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 echo_task = Some(tokio::spawn(crate::tools::echo::serve(l, true)));
             }
             Err(e) => {
-                say(
-                    Some("emerg"),
-                    &format!("bind() to {} failed ({e})", super::demo::ECHO_ADDR),
-                );
-                return ExitCode::FAILURE;
+                return startup.fail(&format!(
+                    "bind() to {} failed ({e})",
+                    super::demo::ECHO_ADDR
+                ))
             }
         }
+    }
+    if demo {
         println!(
             "sluice demo: WebSocket proxy on ws://127.0.0.1:8020 -> echo server on 127.0.0.1:8010"
         );
         println!("  try:  sluice wscat --connect ws://127.0.0.1:8020");
         println!("  or open http://127.0.0.1:8020/ in a browser");
     }
-    if let Err(e) = write_pid(&pid_path) {
-        say(
-            Some("emerg"),
-            &format!("open() \"{}\" failed ({e})", pid_path.display()),
-        );
-        return ExitCode::FAILURE;
-    }
-
+    // Handlers before the pid file: a signal sent as soon as the pid file
+    // appears must not meet the default action.
     let (Ok(mut hup), Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::quit()),
@@ -158,9 +197,13 @@ async fn serve(
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
     ) else {
-        say(Some("emerg"), "cannot install signal handlers");
-        return ExitCode::FAILURE;
+        return startup.fail("cannot install signal handlers");
     };
+    if let Err(e) = write_pid(&pid_path) {
+        return startup.fail(&format!("open() \"{}\" failed ({e})", pid_path.display()));
+    }
+    startup.ready();
+
     let mut next_id = 2;
     let graceful = loop {
         tokio::select! {
@@ -180,6 +223,7 @@ async fn serve(
                                 next_id += 1;
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 checks = crate::upstream::check::start(&g.upstreams);
+                                super::drain::reloaded(&g);
                                 current.store(Arc::new(g));
                                 listeners.retain(|addr, stop| {
                                     let keep = wanted.contains_key(addr);

@@ -8,6 +8,13 @@ use super::vhost::ListenOptions;
 
 /// Binds a listening TCP socket, as nginx's `ngx_open_listening_sockets()`.
 pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(bind_std(addr, opts)?)
+}
+
+/// [`bind`] without a runtime: the socket (non-blocking) for
+/// [`tokio::net::TcpListener::from_std`] later, so listeners can be bound
+/// before the process forks into the background and starts its threads.
+pub fn bind_std(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -24,5 +31,5 @@ pub fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<tokio::net
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(opts.backlog)?;
-    tokio::net::TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }

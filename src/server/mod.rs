@@ -40,6 +40,9 @@ pub struct Generation {
     pub shutdown: CancellationToken,
     /// Open WebSocket tunnels, so shutdown can wait for them.
     pub tunnels: TaskTracker,
+    /// Per-location cancellation of WebSocket tunnels, shared by every
+    /// generation (ops: `websocket_drain_on_reload`).
+    pub tunnel_scopes: Arc<crate::proxy::drain::LocationScopes>,
 }
 
 impl Generation {
@@ -93,6 +96,7 @@ impl Generation {
             logs,
             shutdown,
             tunnels,
+            tunnel_scopes: prev.map_or_else(Default::default, |p| p.tunnel_scopes.clone()),
         })
     }
 

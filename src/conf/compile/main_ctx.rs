@@ -18,6 +18,7 @@ pub(super) fn compile(
         worker_shutdown_timeout: None,
         websocket_drain_delay: None,
         websocket_drain_window: std::time::Duration::ZERO,
+        websocket_drain_on_reload: false,
         error_log: ErrorLog {
             target: ErrorLogTarget::File(cx.full_path("logs/error.log")),
             level: LogLevel::Error,
@@ -58,6 +59,7 @@ pub(super) fn compile(
             "worker_shutdown_timeout" => main.worker_shutdown_timeout = Some(arg_time(d, 0)?),
             "websocket_drain_delay" => main.websocket_drain_delay = Some(arg_time(d, 0)?),
             "websocket_drain_window" => main.websocket_drain_window = arg_time(d, 0)?,
+            "websocket_drain_on_reload" => main.websocket_drain_on_reload = arg_flag(d),
             "error_log" => main.error_log = error_log(cx, d)?,
             "pid" => main.pid = cx.full_path(&d.args[0]),
             "daemon" => main.daemon = arg_flag(d),
