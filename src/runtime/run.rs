@@ -16,6 +16,7 @@ use super::cli::say;
 use super::daemon::{Detached, Startup};
 use crate::conf::model::WorkerProcesses;
 use crate::conf::{self, Config, LoadOptions};
+use crate::log::writer::os_error;
 use crate::log::AccessLogs;
 use crate::server::vhost::ListenOptions;
 use crate::server::{conn, listen, Generation};
@@ -50,7 +51,7 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
             Ok(Detached::Parent(code)) => return code,
             Ok(Detached::Child(s)) => s,
             Err(e) => {
-                say(Some("emerg"), &format!("fork() failed ({e})"));
+                say(Some("emerg"), &format!("fork() failed ({})", os_error(&e)));
                 return ExitCode::FAILURE;
             }
         }
@@ -80,8 +81,8 @@ fn bind_all(config: &Config, demo: bool) -> Result<Bound, String> {
     let vhosts = crate::server::vhost::VhostTable::build(servers).map_err(|e| e.to_string())?;
     let mut listeners = Vec::new();
     for (addr, opts) in vhosts.listen_addrs() {
-        let l =
-            listen::bind_std(addr, opts).map_err(|e| format!("bind() to {addr} failed ({e})"))?;
+        let l = listen::bind_std(addr, opts)
+            .map_err(|e| format!("bind() to {addr} failed ({})", os_error(&e)))?;
         listeners.push((addr, l));
     }
     let echo = if demo {
@@ -90,7 +91,7 @@ fn bind_all(config: &Config, demo: bool) -> Result<Bound, String> {
             .parse()
             .map_err(std::io::Error::other)
             .and_then(|a| listen::bind_std(a, ListenOptions::default()))
-            .map_err(|e| format!("bind() to {addr} failed ({e})"))?;
+            .map_err(|e| format!("bind() to {addr} failed ({})", os_error(&e)))?;
         Some(l)
     } else {
         None
@@ -164,7 +165,7 @@ async fn serve(
                 ));
                 listeners.insert(addr, stop);
             }
-            Err(e) => return startup.fail(&format!("bind() to {addr} failed ({e})")),
+            Err(e) => return startup.fail(&format!("bind() to {addr} failed ({})", os_error(&e))),
         }
     }
     let mut echo_task = None;
@@ -175,8 +176,9 @@ async fn serve(
             }
             Err(e) => {
                 return startup.fail(&format!(
-                    "bind() to {} failed ({e})",
-                    super::demo::ECHO_ADDR
+                    "bind() to {} failed ({})",
+                    super::demo::ECHO_ADDR,
+                    os_error(&e)
                 ))
             }
         }
@@ -200,7 +202,11 @@ async fn serve(
         return startup.fail("cannot install signal handlers");
     };
     if let Err(e) = write_pid(&pid_path) {
-        return startup.fail(&format!("open() \"{}\" failed ({e})", pid_path.display()));
+        return startup.fail(&format!(
+            "open() \"{}\" failed ({})",
+            pid_path.display(),
+            os_error(&e)
+        ));
     }
     startup.ready();
 
@@ -242,7 +248,7 @@ async fn serve(
                                             tokio::spawn(conn::accept_loop(l, current.clone(), permits.clone(), stop.clone()));
                                             listeners.insert(addr, stop);
                                         }
-                                        Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "bind() to {addr} failed ({e})"),
+                                        Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "bind() to {addr} failed ({})", os_error(&e)),
                                     }
                                 }
                                 crate::error_log!(crate::conf::model::LogLevel::Info, "reconfiguring: generation {}", next_id - 1);
