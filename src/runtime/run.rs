@@ -261,7 +261,8 @@ async fn serve(
                         }
                     }
                     Err(e) => {
-                        crate::error_log!(crate::conf::model::LogLevel::Error, "{e}");
+                        // nginx logs a configuration it refuses on reload at emerg.
+                        crate::error_log!(crate::conf::model::LogLevel::Emerg, "{e}");
                         super::metrics::reloaded(None);
                     }
                 }
