@@ -331,6 +331,15 @@ inherited! {
     gzip_vary: bool = false,
     gzip_proxied: u16 = gzip_proxied::OFF,
     gzip_disable: Arc<Vec<Regex>> = Arc::new(Vec::new()),
+    // tls: the server side's ssl_* settings (src/conf/ssl.rs).
+    ssl_certificate: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),
+    ssl_certificate_key: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),
+    ssl_protocols: u8 = crate::conf::ssl::TLS12 | crate::conf::ssl::TLS13,
+    ssl_ciphers: Arc<crate::conf::ssl::Ciphers> = Arc::new(crate::conf::ssl::Ciphers::default()),
+    ssl_prefer_server_ciphers: bool = false,
+    ssl_session_cache: crate::conf::ssl::SessionCache = crate::conf::ssl::SessionCache::None,
+    ssl_session_timeout: Duration = secs(300),
+    ssl_session_tickets: bool = true,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -468,6 +477,9 @@ pub struct ServerConf {
     pub server_return: Option<Return>,
     pub locations: Vec<LocationConf>,
     pub loc: SrcLoc,
+    /// tls: certificates and handshake settings, when the server has any
+    /// `ssl_certificate`.
+    pub tls: Option<Arc<crate::conf::ssl::ServerTls>>,
 }
 
 #[derive(Clone, Debug)]
