@@ -298,9 +298,45 @@ fn webpki_check(c: &CertificateDer<'_>) -> std::result::Result<(), String> {
         .map_err(|e| format!("not a valid X.509 certificate ({e})"))
 }
 
+/// A self-signed ECDSA certificate for `names`, written as `cert.pem` and
+/// `key.pem` under a new directory in the temp dir; for unit tests.
+#[cfg(test)]
+pub(crate) fn test_cert_files(tag: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluice-ssl-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let c = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).expect("write cert");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_loads_and_a_mismatched_or_bad_one_names_its_line() {
+        let (c1, k1) = test_cert_files("pair1", &["a.test"]);
+        let (_c2, k2) = test_cert_files("pair2", &["b.test"]);
+        let loc = |line| SrcLoc {
+            file: Arc::new(PathBuf::from("t.conf")),
+            line,
+        };
+        let f = |p: &PathBuf, line| SslFile {
+            path: p.clone(),
+            loc: loc(line),
+        };
+        assert!(load_pair(&f(&c1, 3), &f(&k1, 4)).is_ok());
+        let e = load_pair(&f(&c1, 3), &f(&k2, 4)).unwrap_err();
+        assert_eq!(e.loc, Some(loc(4)));
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let e = load_pair(&f(&k1, 7), &f(&k1, 8)).unwrap_err();
+        assert_eq!(e.loc, Some(loc(7)));
+        let e = load_pair(&f(&PathBuf::from("/nonexistent.pem"), 9), &f(&k1, 10)).unwrap_err();
+        assert!(e.to_string().ends_with("in t.conf:9"), "{e}");
+    }
 
     fn names(s: &[SupportedCipherSuite]) -> Vec<&'static str> {
         s.iter().map(|s| openssl_name(*s)).collect()

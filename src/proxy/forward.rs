@@ -611,7 +611,7 @@ async fn relay(
                 }
             };
             let (Some((client, client_pending)), Ok(u)) = (
-                crate::server::conn::upgraded_tcp(client),
+                crate::server::conn::upgraded_client(client),
                 upstream.downcast::<TokioIo<TcpStream>>(),
             ) else {
                 crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
@@ -623,7 +623,7 @@ async fn relay(
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
             }
-            let stats = super::drain::run_tunnel(
+            let stats = super::tls_tunnel::run_tunnel(
                 client,
                 detach(client_pending),
                 upstream,

@@ -9,6 +9,7 @@ pub mod gzip;
 pub mod headers;
 pub mod pages;
 pub mod redirect;
+pub mod tls_tunnel;
 pub mod tunnel;
 pub mod uri;
 pub mod wsframe;
