@@ -178,11 +178,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (read_err, write_err, write_timeout): (
-        fn(std::io::Error) -> TunnelEnd,
-        fn(std::io::Error) -> TunnelEnd,
-        _,
-    ) = match side {
+    type ToEnd = fn(std::io::Error) -> TunnelEnd;
+    let (read_err, write_err, write_timeout): (ToEnd, ToEnd, _) = match side {
         Side::ToUpstream => (
             TunnelEnd::ClientError,
             TunnelEnd::UpstreamError,

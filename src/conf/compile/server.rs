@@ -80,7 +80,7 @@ pub(super) fn compile(
     }
     level.inherit(parent);
     let settings = Arc::new(level.resolve());
-    let tls = super::ssl::server(&settings, &listens)?;
+    let tls = super::ssl::server(&settings, &listens, &block.loc)?;
     let mut locations = Vec::new();
     compile_locations(cx, hx, &level, &location_blocks, None, &mut locations)?;
     Ok(ServerConf {

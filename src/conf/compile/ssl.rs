@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{arg_flag, arg_time, duplicate, invalid, Cx};
-use crate::conf::error::{ConfError, Result};
+use crate::conf::error::{ConfError, Result, SrcLoc};
 use crate::conf::model::{LevelSettings, Listen, Settings};
 use crate::conf::parse::Directive;
 use crate::conf::ssl::{self, Ciphers, ServerTls, SslFile};
@@ -114,14 +114,18 @@ pub(super) fn apply(cx: &mut Cx, lv: &mut LevelSettings, d: &Directive) -> Resul
 }
 
 /// Reads a server's certificates. A server with `listen ... ssl` must have
-/// one, as nginx requires of the servers that handshake.
-pub(super) fn server(s: &Settings, listens: &[Listen]) -> Result<Option<Arc<ServerTls>>> {
-    let ssl_listen = listens.iter().find(|l| l.ssl);
+/// one (nginx asks it of an address's default server, and fails the
+/// handshakes of the others); the error names the server block, as nginx's.
+pub(super) fn server(
+    s: &Settings,
+    listens: &[Listen],
+    block: &SrcLoc,
+) -> Result<Option<Arc<ServerTls>>> {
     if s.ssl_certificate.is_empty() {
-        if let Some(l) = ssl_listen {
+        if listens.iter().any(|l| l.ssl) {
             return Err(ConfError::msg(
                 "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
-                &l.loc,
+                block,
             ));
         }
         return Ok(None);
