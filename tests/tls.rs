@@ -29,6 +29,9 @@ struct Certs {
     /// RSA 2048, for b.test.
     b_cert: PathBuf,
     b_key: PathBuf,
+    /// A renewed a.test certificate (CN "a.test renewed"), key beside it.
+    a2_cert: PathBuf,
+    a2_key: PathBuf,
 }
 
 fn server_params(names: &[&str]) -> CertificateParams {
@@ -73,6 +76,12 @@ fn make_certs(dir: &Path) -> Certs {
     )
     .unwrap();
     let b = server_params(&["b.test"]).signed_by(&b_key, &ca).unwrap();
+    let a2_key = KeyPair::generate().unwrap();
+    let mut a2 = server_params(&["a.test", "localhost"]);
+    a2.distinguished_name = rcgen::DistinguishedName::new();
+    a2.distinguished_name
+        .push(DnType::CommonName, "a.test renewed");
+    let a2 = a2.signed_by(&a2_key, &ca).unwrap();
 
     let w = |name: &str, text: String| {
         let p = dir.join(name);
@@ -86,6 +95,8 @@ fn make_certs(dir: &Path) -> Certs {
         a_key: w("a.key", a_key.serialize_pem()),
         b_cert: w("b.pem", b.pem()),
         b_key: rsa_path,
+        a2_cert: w("a2.pem", a2.pem()),
+        a2_key: w("a2.key", a2_key.serialize_pem()),
     }
 }
 
@@ -463,4 +474,101 @@ fn a_stalled_handshake_does_not_hold_up_another_client() {
     common::wait_until("the handshake timeout in the error log", || {
         s.error_log().contains("while SSL handshaking")
     });
+}
+
+#[test]
+fn reload_reads_the_certificates_again_and_keeps_them_when_the_new_ones_are_bad() {
+    let dir = temp_dir("tls-reload");
+    let certs = make_certs(&dir);
+    let backend = Backend::ok("ok");
+    let port = common::free_port();
+    let s = Sluice::start("tls-reload", &two_servers(&certs, port, backend.addr, ""));
+    let cn = || peer_cn(&s_client(port, &certs.ca, &["-servername", "a.test"]).1);
+    assert_eq!(cn(), "a.test");
+
+    // Renewed files under the same names, then a reload.
+    std::fs::copy(&certs.a2_cert, &certs.a_cert).unwrap();
+    std::fs::copy(&certs.a2_key, &certs.a_key).unwrap();
+    s.signal(libc::SIGHUP);
+    let mut tries = 0;
+    while cn() != "a.test renewed" {
+        tries += 1;
+        assert!(tries < 200, "the renewed certificate never showed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // A broken certificate: the reload is refused with file:line and the
+    // loaded one keeps serving.
+    std::fs::write(&certs.a_cert, "garbage").unwrap();
+    s.signal(libc::SIGHUP);
+    common::wait_until("the refused reload in the error log", || {
+        s.error_log().contains("a.pem")
+    });
+    assert!(
+        s.error_log().contains("conf/nginx.conf:"),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(cn(), "a.test renewed");
+}
+
+#[test]
+fn sessions_resume_and_ssl_session_reused_says_so() {
+    let dir = temp_dir("tls-resume");
+    let certs = make_certs(&dir);
+    let port = common::free_port();
+    let port_cache = common::free_port();
+    let server = |port: u16, extra: &str| {
+        format!(
+            "server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        {extra}
+        return 200 \"reused=$ssl_session_reused $ssl_protocol\\n\";
+    }}\n",
+            p(&certs.a_cert),
+            p(&certs.a_key)
+        )
+    };
+    let conf = format!(
+        "{}http {{\n    access_log off;\n{}{}}}\n",
+        main_block(),
+        // nginx's defaults: no cache, tickets on.
+        server(port, ""),
+        // A session cache and no tickets: resumption by session id.
+        server(
+            port_cache,
+            "ssl_session_cache shared:SSL:1m; ssl_session_tickets off; ssl_session_timeout 10m;"
+        )
+    );
+    let _s = Sluice::start("tls-resume", &conf);
+    let req = dir.join("req");
+    std::fs::write(&req, "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    for port in [port, port_cache] {
+        let sess = dir.join(format!("sess{port}"));
+        let run = |sess_arg: &str| {
+            let connect = format!("127.0.0.1:{port}");
+            let mut cmd = Command::new("openssl");
+            cmd.args(["s_client", "-connect", &connect, "-CAfile", &p(&certs.ca)])
+                .args([
+                    "-verify_return_error",
+                    "-tls1_2",
+                    "-servername",
+                    "localhost",
+                    "-ign_eof",
+                ])
+                .args([sess_arg, &p(&sess)])
+                .stdin(std::fs::File::open(&req).unwrap());
+            let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+            assert!(status.success(), "{out}{err}");
+            out
+        };
+        let first = run("-sess_out");
+        assert!(first.contains("New, TLSv1.2"), "{first}");
+        assert!(first.contains("reused=. TLSv1.2"), "{first}");
+        let second = run("-sess_in");
+        assert!(second.contains("Reused, TLSv1.2"), "port {port}: {second}");
+        assert!(second.contains("reused=r TLSv1.2"), "{second}");
+    }
 }
