@@ -430,6 +430,39 @@ fn a_bad_certificate_is_a_load_error_with_file_and_line() {
     let err = t("no certificate");
     assert!(err.contains("no \"ssl_certificate\" is defined"), "{err}");
     assert!(err.contains("conf/nginx.conf:6"), "{err}");
+
+    // proxy_ssl_verify needs trusted certificates; a bad bundle names its line.
+    std::fs::write(
+        conf_dir.join("nginx.conf"),
+        format!(
+            "{}http {{\n    server {{\n        listen 127.0.0.1:1;\n        location / {{\n            proxy_ssl_verify on;\n            proxy_pass https://127.0.0.1:2;\n        }}\n    }}\n}}\n",
+            main_block()
+        ),
+    )
+    .unwrap();
+    let err = t("verify without trusted certificates");
+    assert!(
+        err.contains("no proxy_ssl_trusted_certificate for proxy_ssl_verify"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("conf/nginx.conf:{}", line_of("proxy_pass"))),
+        "{err}"
+    );
+    std::fs::write(
+        conf_dir.join("nginx.conf"),
+        format!(
+            "{}http {{\n    server {{\n        listen 127.0.0.1:1;\n        location / {{\n            proxy_ssl_verify on;\n            proxy_ssl_trusted_certificate {};\n            proxy_pass https://127.0.0.1:2;\n        }}\n    }}\n}}\n",
+            main_block(),
+            p(&bad)
+        ),
+    )
+    .unwrap();
+    let err = t("bad trusted certificate");
+    assert!(
+        err.contains(&format!("conf/nginx.conf:{}", line_of("proxy_ssl_trusted"))),
+        "{err}"
+    );
 }
 
 #[test]
@@ -570,5 +603,193 @@ fn sessions_resume_and_ssl_session_reused_says_so() {
         let second = run("-sess_in");
         assert!(second.contains("Reused, TLSv1.2"), "port {port}: {second}");
         assert!(second.contains("reused=r TLSv1.2"), "{second}");
+    }
+}
+
+/// A plain front port whose locations proxy to a TLS port of the same
+/// sluice (certificate a.test, proxying to `backend`), with `front_loc`
+/// directives per location.
+fn upstream_tls_conf(
+    c: &Certs,
+    front: u16,
+    tls: u16,
+    backend: SocketAddr,
+    locs: &[(&str, &str)],
+) -> String {
+    let mut front_locs = String::new();
+    for (path, extra) in locs {
+        front_locs += &format!(
+            "        location {path} {{
+            proxy_pass https://127.0.0.1:{tls};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            {extra}
+        }}\n"
+        );
+    }
+    format!(
+        "{main}http {{
+    access_log off;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{front};
+{front_locs}    }}
+    server {{
+        listen 127.0.0.1:{tls} ssl;
+        ssl_certificate {ac};
+        ssl_certificate_key {ak};
+        location / {{
+            proxy_pass http://{backend};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Scheme $scheme;
+            proxy_set_header X-Sni $ssl_server_name;
+        }}
+    }}
+}}
+",
+        main = main_block(),
+        ac = p(&c.a_cert),
+        ak = p(&c.a_key),
+    )
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let resp = common::raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        format!("GET {path} HTTP/1.0\r\nHost: front\r\n\r\n").as_bytes(),
+    );
+    let text = String::from_utf8_lossy(&resp).to_string();
+    (common::status_of(&resp), text)
+}
+
+#[test]
+fn proxy_pass_https_verifies_the_upstream_as_configured() {
+    let dir = temp_dir("tls-upstream");
+    let certs = make_certs(&dir);
+    // A CA that signed nothing here.
+    let other_ca = {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let path = dir.join("other-ca.pem");
+        std::fs::write(&path, ca.pem()).unwrap();
+        path
+    };
+    let backend = Backend::ok("from the backend");
+    let (front, tls) = (common::free_port(), common::free_port());
+    let ca = format!("proxy_ssl_trusted_certificate {};", p(&certs.ca));
+    let other = format!("proxy_ssl_trusted_certificate {};", p(&other_ca));
+    let verified =
+        format!("proxy_ssl_verify on; {ca} proxy_ssl_name a.test; proxy_ssl_server_name on;");
+    let wrong_name = format!("proxy_ssl_verify on; {ca} proxy_ssl_name c.test;");
+    let wrong_ca = format!("proxy_ssl_verify on; {other} proxy_ssl_name a.test;");
+    let s = Sluice::start(
+        "tls-upstream",
+        &upstream_tls_conf(
+            &certs,
+            front,
+            tls,
+            backend.addr,
+            &[
+                ("/plain/", ""),
+                ("/verified/", &verified),
+                ("/wrong-name/", &wrong_name),
+                ("/wrong-ca/", &wrong_ca),
+            ],
+        ),
+    );
+
+    // nginx's default: proxy_ssl_verify off, no SNI.
+    let (status, text) = get(front, "/plain/x");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("from the backend"), "{text}");
+    let r = backend.last();
+    assert_eq!(r.header("x-scheme"), Some("https"));
+    assert_eq!(r.header("x-sni"), None);
+
+    let (status, text) = get(front, "/verified/x");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(backend.last().header("x-sni"), Some("a.test"));
+
+    let (status, _) = get(front, "/wrong-name/x");
+    assert_eq!(status, 502);
+    let (status, _) = get(front, "/wrong-ca/x");
+    assert_eq!(status, 502);
+    common::wait_until("both verification failures in the error log", || {
+        let log = s.error_log();
+        log.contains("upstream SSL certificate does not match \"c.test\" while SSL handshaking to upstream")
+            && log.contains("upstream SSL certificate verify error: (20:unable to get local issuer certificate) while SSL handshaking to upstream")
+    });
+    let log = s.error_log();
+    assert!(
+        log.contains(&format!("upstream: \"https://127.0.0.1:{tls}/wrong-ca/x\"")),
+        "{log}"
+    );
+}
+
+#[test]
+fn wss_through_tls_on_both_sides_and_ws_to_a_tls_upstream() {
+    let dir = temp_dir("tls-wss-upstream");
+    let certs = make_certs(&dir);
+    let (_echo, echo) = start_echo();
+    let (front, tls) = (common::free_port(), common::free_port());
+    let mut conf = upstream_tls_conf(&certs, front, tls, echo, &[("/", "")]);
+    // A third server: TLS in front of the same https upstream.
+    let front_tls = common::free_port();
+    conf = conf.trim_end().trim_end_matches('}').to_string()
+        + &format!(
+            "    server {{
+        listen 127.0.0.1:{front_tls} ssl;
+        ssl_certificate {ac};
+        ssl_certificate_key {ak};
+        location / {{
+            proxy_pass https://127.0.0.1:{tls};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+        }}
+    }}
+}}
+",
+            ac = p(&certs.a_cert),
+            ak = p(&certs.a_key)
+        );
+    let _s = Sluice::start("tls-wss-upstream", &conf);
+    let script = dir.join("client.py");
+    std::fs::write(
+        &script,
+        r#"import asyncio, ssl, sys
+import websockets
+
+async def main():
+    url = sys.argv[1]
+    ctx = ssl.create_default_context(cafile=sys.argv[2]) if url.startswith("wss") else None
+    async with websockets.connect(url, ssl=ctx) as ws:
+        for i in range(3):
+            await ws.send(f"hop {i}")
+            print(await ws.recv(), flush=True)
+        await ws.send("/big 100000")
+        print(len(await ws.recv()), flush=True)
+
+asyncio.run(main())
+"#,
+    )
+    .unwrap();
+    for url in [
+        format!("ws://127.0.0.1:{front}/"),
+        format!("wss://localhost:{front_tls}/"),
+    ] {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args([p(&script), url.clone(), p(&certs.ca)]);
+        let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+        assert!(status.success(), "{url}: {out}{err}");
+        let mut want: Vec<String> = (0..3)
+            .map(|i| format!("Server received from client: hop {i}"))
+            .collect();
+        want.push("100000".into());
+        assert_eq!(out.lines().collect::<Vec<_>>(), want, "{url}");
     }
 }

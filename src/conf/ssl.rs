@@ -78,6 +78,25 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
+/// The client side of `proxy_pass https://`, compiled at load.
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// `proxy_ssl_name` (the host of `proxy_pass` by default): sent as SNI
+    /// with `proxy_ssl_server_name on`, and checked against the certificate
+    /// with `proxy_ssl_verify on`.
+    pub name: rustls_pki_types::ServerName<'static>,
+    /// The name as written, for error messages.
+    pub name_text: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("name", &self.name_text)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Suite12 {
     suite: SupportedCipherSuite,
     openssl: &'static str,
@@ -123,6 +142,36 @@ fn tls12_suites() -> Vec<Suite12> {
             words: &["aRSA", "RSA", "CHACHA20", "SHA256"],
         },
     ]
+}
+
+/// A ring provider with the suites `protocols` and `ciphers` allow, and
+/// the protocol versions to enable.
+pub fn provider(
+    protocols: u8,
+    ciphers: &Ciphers,
+) -> (
+    rustls::crypto::CryptoProvider,
+    Vec<&'static rustls::SupportedProtocolVersion>,
+) {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    let mut suites = Vec::new();
+    if protocols & TLS13 != 0 {
+        versions.push(&rustls::version::TLS13);
+        suites.extend(
+            provider
+                .cipher_suites
+                .iter()
+                .filter(|s| s.version() == &rustls::version::TLS13)
+                .copied(),
+        );
+    }
+    if protocols & TLS12 != 0 {
+        versions.push(&rustls::version::TLS12);
+        suites.extend(ciphers.tls12.iter().copied());
+    }
+    provider.cipher_suites = suites;
+    (provider, versions)
 }
 
 /// OpenSSL's name of a negotiated suite, for `$ssl_cipher`.
@@ -281,6 +330,24 @@ pub fn load_pair(cert: &SslFile, key: &SslFile) -> Result<Arc<CertifiedKey>> {
         )
     })?;
     Ok(Arc::new(ck))
+}
+
+/// Reads every certificate of a PEM file (a CA bundle).
+pub fn load_certs(f: &SslFile, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let fail = |why: String| {
+        ConfError::msg(
+            format!("cannot load {what} \"{}\": {why}", f.path.display()),
+            &f.loc,
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.path)
+        .map_err(|e| fail(pem_reason(e)))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| fail(pem_reason(e)))?;
+    if certs.is_empty() {
+        return Err(fail("no certificate in the PEM file".into()));
+    }
+    Ok(certs)
 }
 
 fn pem_reason(e: rustls_pki_types::pem::Error) -> String {

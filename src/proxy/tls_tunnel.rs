@@ -1,4 +1,5 @@
-//! The tunnel of an upgraded connection whose client side is TLS (`wss://`).
+//! The tunnel of an upgraded connection with TLS on either side (`wss://`
+//! clients, `proxy_pass https://` upstreams).
 //!
 //! The plain tunnel (`tunnel`) copies on socket readiness with a per-thread
 //! scratch buffer, so an idle tunnel owns no buffer. A TLS stream cannot be
@@ -15,23 +16,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::tunnel::{TimeoutKind, TunnelEnd, TunnelStats, TunnelTimeouts};
-use crate::server::tls::ClientStream;
+use crate::server::tls::{ClientStream, UpstreamStream};
 
 /// Copy buffer per direction of a TLS tunnel.
 pub const BUF_SIZE: usize = 8 * 1024;
 
-/// [`super::drain::run_tunnel`] for a client that may be TLS: plain clients
-/// take the lean path unchanged.
+/// [`super::drain::run_tunnel`] for streams that may be TLS: plain ones on
+/// both sides take the lean path unchanged.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_tunnel(
     client: ClientStream,
     client_pending: Bytes,
-    upstream: TcpStream,
+    upstream: UpstreamStream,
     upstream_pending: Bytes,
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
@@ -39,8 +39,8 @@ pub async fn run_tunnel(
     conn_id: u64,
     window: Duration,
 ) -> TunnelStats {
-    match client {
-        ClientStream::Plain(c) => {
+    match (client, upstream) {
+        (ClientStream::Plain(c), UpstreamStream::Plain(upstream)) => {
             super::drain::run_tunnel(
                 c,
                 client_pending,
@@ -54,17 +54,9 @@ pub async fn run_tunnel(
             )
             .await
         }
-        ClientStream::Tls(c) => {
+        (c, u) => {
             let gauge = websocket.then(crate::runtime::metrics::TunnelGauge::open);
-            let stats = run(
-                *c,
-                client_pending,
-                upstream,
-                upstream_pending,
-                timeouts,
-                cancel,
-            )
-            .await;
+            let stats = run(c, client_pending, u, upstream_pending, timeouts, cancel).await;
             if let Some(g) = gauge {
                 g.bytes(stats.client_to_upstream, stats.upstream_to_client);
             }

@@ -29,25 +29,48 @@ use crate::conf::model::{LogLevel, ServerConf};
 use crate::conf::ssl::{self, ServerTls, SessionCache};
 use crate::vars::eval::TlsInfo;
 
-/// A client connection, plain or TLS: what the head guard reads from.
-pub enum ClientStream {
+/// A TCP stream, plain or TLS.
+pub enum MaybeTls<T> {
     Plain(TcpStream),
     // Boxed: a TLS session is large, a plain stream should not pay for it.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<T>),
 }
 
-impl From<TcpStream> for ClientStream {
-    fn from(s: TcpStream) -> Self {
-        ClientStream::Plain(s)
+/// A client connection, plain or TLS: what the head guard reads from.
+pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// A connection to an upstream, plain or TLS (`proxy_pass https://`).
+pub type UpstreamStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// TLS streams over TCP give their socket back.
+pub trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 
-impl ClientStream {
+impl OverTcp for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl<T> From<TcpStream> for MaybeTls<T> {
+    fn from(s: TcpStream) -> Self {
+        MaybeTls::Plain(s)
+    }
+}
+
+impl<T: OverTcp> MaybeTls<T> {
     /// The TCP socket under the stream.
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(t) => t.get_ref().0,
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Tls(t) => t.tcp(),
         }
     }
 
@@ -56,28 +79,28 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -87,29 +110,29 @@ impl AsyncWrite for ClientStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(t) => t.is_write_vectored(),
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Tls(t) => t.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -170,24 +193,7 @@ fn server_config(
     tls: &ServerTls,
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-    let mut suites = Vec::new();
-    if tls.protocols & ssl::TLS13 != 0 {
-        versions.push(&rustls::version::TLS13);
-        suites.extend(
-            provider
-                .cipher_suites
-                .iter()
-                .filter(|s| s.version() == &rustls::version::TLS13)
-                .copied(),
-        );
-    }
-    if tls.protocols & ssl::TLS12 != 0 {
-        versions.push(&rustls::version::TLS12);
-        suites.extend(tls.ciphers.tls12.iter().copied());
-    }
-    provider.cipher_suites = suites;
+    let (provider, versions) = ssl::provider(tls.protocols, &tls.ciphers);
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)?
         .with_no_client_auth()

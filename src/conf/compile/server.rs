@@ -235,6 +235,16 @@ fn location(
     level.inherit(parent);
     if let Some(pd) = proxy_pass_d {
         let pp = proxy_pass(hx, pd, &matcher)?;
+        // tls: the client config for https upstreams; none for http ones,
+        // whatever an enclosing location had.
+        level.proxy_ssl = Some(match pp.scheme {
+            Scheme::Https => Some(super::ssl::upstream(
+                &level.resolve(),
+                &pp.proxy_host,
+                &pd.loc,
+            )?),
+            Scheme::Http => None,
+        });
         // `return` runs in the rewrite phase, before the content handler.
         if matches!(handler, Handler::None) {
             handler = Handler::Proxy(Arc::new(pp));
