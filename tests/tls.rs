@@ -793,3 +793,23 @@ asyncio.run(main())
         assert_eq!(out.lines().collect::<Vec<_>>(), want, "{url}");
     }
 }
+
+#[test]
+fn plain_http_to_a_tls_port_gets_nginx_400_page() {
+    let dir = temp_dir("tls-plain");
+    let certs = make_certs(&dir);
+    let backend = Backend::ok("never");
+    let port = common::free_port();
+    let _s = Sluice::start("tls-plain", &two_servers(&certs, port, backend.addr, ""));
+    let resp = common::raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(common::status_of(&resp), 400, "{text}");
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+    assert_eq!(backend.count(), 0);
+}

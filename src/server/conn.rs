@@ -120,7 +120,15 @@ async fn serve(
     let stream: super::tls::ClientStream = match tls {
         None => stream.into(),
         Some(acceptor) => {
-            match super::tls::accept(acceptor, stream, &mut state, limits.header_timeout).await {
+            match super::tls::accept(
+                acceptor,
+                stream,
+                &mut state,
+                limits.header_timeout,
+                limits.server_tokens,
+            )
+            .await
+            {
                 Some(s) => s,
                 None => return,
             }

@@ -337,12 +337,64 @@ pub async fn accept(
     stream: TcpStream,
     state: &mut Arc<super::conn::ConnState>,
     timeout: Duration,
+    server_tokens: bool,
 ) -> Option<ClientStream> {
     let (remote, local, id) = (state.info.remote, state.info.local, state.info.id);
-    let (stream, info) = handshake(acceptor, stream, timeout, remote, local, id).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A TLS connection starts with a handshake record (22); anything else
+    // is taken for plain HTTP and gets nginx's 400 page.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != 0x16 => {
+            plain_http(stream, deadline, server_tokens).await;
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        Ok(_) => return None,
+        Err(_) => {
+            crate::error_log!(
+                LogLevel::Info,
+                conn = id,
+                "client timed out (110: Connection timed out) while SSL handshaking, client: {}, server: {local}",
+                remote.ip()
+            );
+            return None;
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (stream, info) = handshake(acceptor, stream, left, remote, local, id).await?;
     // The state is still this task's alone: no request has been read.
     if let Some(st) = Arc::get_mut(state) {
         st.info.tls = Some(Box::new(info));
     }
     Some(stream)
+}
+
+/// Reads a plain HTTP head sent to a TLS port (bounded) and answers with
+/// nginx's "400 The plain HTTP request was sent to HTTPS port" page.
+async fn plain_http(mut stream: TcpStream, deadline: tokio::time::Instant, tokens: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let mut got = 0;
+    while got < buf.len() {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf[got..])).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            _ => return,
+        }
+        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let pages = crate::proxy::pages::error_body(497, tokens).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\nServer: {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::proxy::pages::server_token(tokens),
+        pages.len()
+    );
+    let _ = tokio::time::timeout_at(deadline, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(pages.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
