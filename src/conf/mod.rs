@@ -5,6 +5,7 @@ pub mod directives;
 pub mod error;
 pub mod model;
 pub mod parse;
+pub mod ssl;
 pub mod units;
 
 pub use compile::{load, load_str, LoadOptions};

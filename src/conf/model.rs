@@ -334,6 +334,28 @@ inherited! {
     gzip_vary: bool = false,
     gzip_proxied: u16 = gzip_proxied::OFF,
     gzip_disable: Arc<Vec<Regex>> = Arc::new(Vec::new()),
+    // tls: the server side's ssl_* settings (src/conf/ssl.rs).
+    ssl_certificate: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),
+    ssl_certificate_key: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),
+    ssl_protocols: u8 = crate::conf::ssl::TLS12 | crate::conf::ssl::TLS13,
+    ssl_ciphers: Arc<crate::conf::ssl::Ciphers> = Arc::new(crate::conf::ssl::Ciphers::default()),
+    ssl_prefer_server_ciphers: bool = false,
+    ssl_session_cache: crate::conf::ssl::SessionCache = crate::conf::ssl::SessionCache::None,
+    ssl_session_timeout: Duration = secs(300),
+    ssl_session_tickets: bool = true,
+    // tls: proxy_ssl_* for `proxy_pass https://`.
+    proxy_ssl_verify: bool = false,
+    proxy_ssl_trusted_certificate: Option<crate::conf::ssl::SslFile> = None,
+    proxy_ssl_verify_depth: u64 = 1,
+    proxy_ssl_server_name: bool = false,
+    proxy_ssl_name: Option<String> = None,
+    proxy_ssl_certificate: Option<crate::conf::ssl::SslFile> = None,
+    proxy_ssl_certificate_key: Option<crate::conf::ssl::SslFile> = None,
+    proxy_ssl_protocols: u8 = crate::conf::ssl::TLS12 | crate::conf::ssl::TLS13,
+    proxy_ssl_ciphers: Arc<crate::conf::ssl::Ciphers> = Arc::new(crate::conf::ssl::Ciphers::default()),
+    proxy_ssl_session_reuse: bool = true,
+    // Compiled from the above where the location's proxy_pass is https.
+    proxy_ssl: Option<Arc<crate::conf::ssl::UpstreamTls>> = None,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -471,6 +493,9 @@ pub struct ServerConf {
     pub server_return: Option<Return>,
     pub locations: Vec<LocationConf>,
     pub loc: SrcLoc,
+    /// tls: certificates and handshake settings, when the server has any
+    /// `ssl_certificate`.
+    pub tls: Option<Arc<crate::conf::ssl::ServerTls>>,
 }
 
 #[derive(Clone, Debug)]

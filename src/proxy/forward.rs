@@ -21,6 +21,7 @@ use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
 use crate::conf::model::{next_upstream, HttpVersion, LocationMatch, LogLevel};
 use crate::server::request::{add_server_header, LogWhenDone, RequestState};
+use crate::server::tls::UpstreamStream;
 use crate::upstream::pool::PooledConn;
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
 use crate::vars::eval::{ResponseInfo, UpstreamInfo};
@@ -42,12 +43,17 @@ enum AttemptError {
     BodyTooLarge,
     #[error("client prematurely closed connection")]
     ClientBody,
+    /// tls: a failed handshake with an https upstream.
+    #[error("{0} while SSL handshaking to upstream")]
+    Tls(String),
 }
 
 impl AttemptError {
     fn condition(&self) -> u16 {
         match self {
-            AttemptError::Connect(_) | AttemptError::Closed => next_upstream::ERROR,
+            AttemptError::Connect(_) | AttemptError::Closed | AttemptError::Tls(_) => {
+                next_upstream::ERROR
+            }
             AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => next_upstream::TIMEOUT,
             AttemptError::InvalidHeader => next_upstream::INVALID_HEADER,
             AttemptError::BodyTooLarge | AttemptError::ClientBody => 0,
@@ -495,6 +501,15 @@ async fn connect(
     if settings.proxy_socket_keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
+    let stream = match &settings.proxy_ssl {
+        None => UpstreamStream::Plain(stream),
+        Some(tls) => super::upstream_tls::handshake(stream, tls, settings.proxy_connect_timeout)
+            .await
+            .map_err(|e| match e {
+                super::upstream_tls::HandshakeError::Timeout => AttemptError::ConnectTimeout,
+                super::upstream_tls::HandshakeError::Failed(r) => AttemptError::Tls(r),
+            })?,
+    };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(false)
         .handshake(TokioIo::new(stream))
@@ -612,8 +627,8 @@ async fn relay(
                 }
             };
             let (Some((client, client_pending)), Ok(u)) = (
-                crate::server::conn::upgraded_tcp(client),
-                upstream.downcast::<TokioIo<TcpStream>>(),
+                crate::server::conn::upgraded_client(client),
+                upstream.downcast::<TokioIo<UpstreamStream>>(),
             ) else {
                 crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
                 return;
@@ -624,7 +639,7 @@ async fn relay(
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
             }
-            let stats = super::drain::run_tunnel(
+            let stats = super::tls_tunnel::run_tunnel(
                 client,
                 detach(client_pending),
                 upstream,

@@ -9,7 +9,9 @@ pub mod gzip;
 pub mod headers;
 pub mod pages;
 pub mod redirect;
+pub mod tls_tunnel;
 pub mod tunnel;
+pub mod upstream_tls;
 pub mod uri;
 pub mod wsframe;
 

@@ -31,8 +31,11 @@ pub struct ConnState {
 /// The I/O type hyper serves, which an upgrade hands back.
 pub type ClientIo = TokioIo<crate::runtime::metrics::Tracked<super::guard::Guarded>>;
 
-/// The socket of an upgraded client connection, and bytes read past the head.
-pub fn upgraded_tcp(up: hyper::upgrade::Upgraded) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+/// The stream of an upgraded client connection (plain or TLS), and bytes
+/// read past the head.
+pub fn upgraded_client(
+    up: hyper::upgrade::Upgraded,
+) -> Option<(super::tls::ClientStream, bytes::Bytes)> {
     let parts = up.downcast::<ClientIo>().ok()?;
     Some((
         parts.io.into_inner().into_inner().into_inner(),
@@ -81,13 +84,15 @@ pub async fn accept_loop(
         let local = stream.local_addr().unwrap_or(remote);
         let settings = gen.default_settings(local);
         let limits = head_limits(&settings);
+        let tls = gen.tls.acceptor(&gen.vhosts, local);
         let state = Arc::new(ConnState {
             timers: Arc::new(super::guard::ConnTimers::new(&limits)),
             info: ConnInfo {
                 remote,
                 local,
                 id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
-                scheme: "http",
+                scheme: if tls.is_some() { "https" } else { "http" },
+                tls: None,
             },
             local,
             requests: AtomicU64::new(0),
@@ -95,7 +100,7 @@ pub async fn accept_loop(
             _permit: permit,
         });
         let conn_stop = stop.clone();
-        tokio::spawn(serve(stream, gen, state, settings, limits, conn_stop));
+        tokio::spawn(serve(stream, gen, state, settings, limits, conn_stop, tls));
     }
 }
 
@@ -106,8 +111,29 @@ async fn serve(
     settings: Arc<crate::conf::model::Settings>,
     limits: super::guard::HeadLimits,
     stop: tokio_util::sync::CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(settings.tcp_nodelay);
+    let mut state = state;
+    // tls: the handshake runs in the connection's own task, bounded by
+    // client_header_timeout, so it never holds up other connections.
+    let stream: super::tls::ClientStream = match tls {
+        None => stream.into(),
+        Some(acceptor) => {
+            match super::tls::accept(
+                acceptor,
+                stream,
+                &mut state,
+                limits.header_timeout,
+                limits.server_tokens,
+            )
+            .await
+            {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::tls::ClientStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::pages;
@@ -80,7 +80,7 @@ enum Chunk {
 
 /// A client connection with nginx's head rules in front of hyper.
 pub struct Guarded {
-    inner: TcpStream,
+    inner: ClientStream,
     limits: HeadLimits,
     state: State,
     timer: Pin<Box<Sleep>>,
@@ -127,10 +127,14 @@ impl ConnTimers {
 }
 
 impl Guarded {
-    pub fn new(inner: TcpStream, limits: HeadLimits, timers: Arc<ConnTimers>) -> Self {
+    pub fn new(
+        inner: impl Into<ClientStream>,
+        limits: HeadLimits,
+        timers: Arc<ConnTimers>,
+    ) -> Self {
         let deadline = Instant::now() + limits.header_timeout;
         Guarded {
-            inner,
+            inner: inner.into(),
             limits,
             state: State::Head {
                 buf: Vec::new(),
@@ -145,11 +149,11 @@ impl Guarded {
     }
 
     /// The socket, for a tunnel after the upgrade.
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> ClientStream {
         self.inner
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &ClientStream {
         &self.inner
     }
 

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod listen;
 pub mod location;
 pub mod request;
+pub mod tls;
 pub mod uri;
 pub mod vhost;
 
@@ -26,7 +27,9 @@ use crate::upstream::Upstreams;
 pub struct Generation {
     pub id: u64,
     pub config: Arc<Config>,
-    pub vhosts: vhost::VhostTable,
+    pub vhosts: Arc<vhost::VhostTable>,
+    /// tls: acceptors for the addresses with `ssl`, certificates as of this load.
+    pub tls: tls::TlsTable,
     /// Location lookup per server, by server index.
     pub locations: Vec<location::LocationIndex>,
     pub upstreams: Arc<Upstreams>,
@@ -64,7 +67,8 @@ impl Generation {
             set_vars: 0,
         };
         let http = config.http.as_ref().unwrap_or(&empty_http);
-        let vhosts = vhost::VhostTable::build(&http.servers)?;
+        let vhosts = Arc::new(vhost::VhostTable::build(&http.servers)?);
+        let tls = tls::TlsTable::build(&vhosts, &http.servers)?;
         for w in &vhosts.warnings {
             crate::error_log!(crate::conf::model::LogLevel::Warn, "{w}");
         }
@@ -89,6 +93,7 @@ impl Generation {
             fallback_settings,
             config: Arc::new(config),
             vhosts,
+            tls,
             locations,
             upstreams,
             plans,

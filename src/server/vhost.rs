@@ -633,11 +633,14 @@ mod tests {
 
     #[test]
     fn specific_addresses_with_options_get_their_own_socket() {
+        let (cert, key) = crate::conf::ssl::test_cert_files("vhost", &["localhost"]);
         let t = table(
-            r#"server { listen 80; }
+            &r#"server { listen 80; }
                server { listen 127.0.0.1:80 reuseport backlog=100; }
                server { listen 127.0.0.2:81; }
-               server { listen 127.0.0.3:81 ssl http2; }"#,
+               server { listen 127.0.0.3:81 ssl http2; ssl_certificate CERT; ssl_certificate_key KEY; }"#
+                .replace("CERT", &cert.display().to_string())
+                .replace("KEY", &key.display().to_string()),
         );
         assert_eq!(
             t.listen_addrs(),

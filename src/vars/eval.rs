@@ -26,6 +26,18 @@ pub struct ConnInfo {
     pub id: u64,
     /// `"http"` or `"https"`.
     pub scheme: &'static str,
+    /// The handshake's facts on a TLS connection.
+    pub tls: Option<Box<TlsInfo>>,
+}
+
+/// What `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name` and
+/// `$ssl_session_reused` show, in OpenSSL's words.
+#[derive(Clone, Debug, Default)]
+pub struct TlsInfo {
+    pub protocol: &'static str,
+    pub cipher: &'static str,
+    pub server_name: Option<Box<str>>,
+    pub reused: bool,
 }
 
 /// Regex captures of the last match, owned so they outlive the match.
@@ -376,16 +388,23 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
             None => false,
         },
         B::NginxVersion => put(out, crate::runtime::cli::NGINX_VERSION),
+        B::SslProtocol => cx.conn.tls.as_ref().is_some_and(|t| put(out, t.protocol)),
+        B::SslCipher => cx.conn.tls.as_ref().is_some_and(|t| put(out, t.cipher)),
+        B::SslServerName => match cx.conn.tls.as_ref().and_then(|t| t.server_name.as_ref()) {
+            Some(n) => put(out, n),
+            None => false,
+        },
+        // nginx says "." for a new session, "r" for a reused one.
+        B::SslSessionReused => match &cx.conn.tls {
+            Some(t) => put(out, if t.reused { "r" } else { "." }),
+            None => false,
+        },
         B::LimitRate => put(out, "0"),
         // Requests are not pipelined-marked by hyper; nginx says "." then.
         B::Pipe => put(out, "."),
         B::BytesReceived
         | B::RequestBody
         | B::ConnectionsActive
-        | B::SslProtocol
-        | B::SslCipher
-        | B::SslServerName
-        | B::SslSessionReused
         | B::RealpathRoot
         | B::DocumentRoot
         | B::TcpInfoRtt
@@ -714,6 +733,7 @@ pub(crate) mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
             id: 7,
             scheme: "http",
+            tls: None,
         }
     }
 

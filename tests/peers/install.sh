@@ -3,7 +3,8 @@
 # nginx (for differential tests), Chromium (the browser WebSocket client),
 # npm's ws and wscat (the nginx guide's Node server and its client), pinned in
 # package-lock.json, and the Prometheus text parser of the prometheus_client
-# Python package (tests/metrics.rs). Idempotent: skips what is already there.
+# Python package (tests/metrics.rs), and openssl, curl and Python websockets
+# for the TLS tests (tests/tls.rs). Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,7 +20,7 @@ apt_install() {
     fi
 }
 
-apt_install nginx-light chromium python3-prometheus-client
+apt_install nginx-light chromium python3-prometheus-client openssl curl python3-websockets
 
 # npm ci wipes node_modules: only run it when the lock file changed since.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s node_modules/.sluice-lock package-lock.json; then

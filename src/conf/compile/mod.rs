@@ -5,6 +5,7 @@ mod main_ctx;
 mod map;
 mod server;
 mod settings;
+mod ssl;
 mod upstream;
 
 use std::collections::HashSet;
@@ -64,6 +65,9 @@ fn compile_tree(
     conf_file: PathBuf,
 ) -> Result<Config> {
     let mut cx = Cx {
+        conf_dir: conf_file
+            .parent()
+            .map_or_else(|| prefix.clone(), |d| prefix.join(d)),
         prefix: prefix.clone(),
         warned: HashSet::new(),
         warnings: Vec::new(),
@@ -84,6 +88,8 @@ fn compile_tree(
 /// State shared by every compile step.
 pub(crate) struct Cx {
     pub prefix: PathBuf,
+    /// The main file's directory: nginx's conf prefix, for `ssl_certificate`.
+    pub conf_dir: PathBuf,
     warned: HashSet<&'static str>,
     pub warnings: Vec<String>,
 }

@@ -34,11 +34,11 @@ pub(super) fn compile(
         match d.name.as_str() {
             "listen" => {
                 let l = listen(d)?;
-                if l.ssl || l.http2 {
+                if l.http2 {
                     cx.warn_once(
                         "listen_ssl_http2",
                         format!(
-                            "the \"ssl\" and \"http2\" parameters of \"listen\" are not supported yet; the address serves plain HTTP/1.x in {}",
+                            "the \"http2\" parameter of \"listen\" is not supported yet; the address serves HTTP/1.x in {}",
                             d.loc
                         ),
                     );
@@ -80,6 +80,7 @@ pub(super) fn compile(
     }
     level.inherit(parent);
     let settings = Arc::new(level.resolve());
+    let tls = super::ssl::server(&settings, &listens, &block.loc)?;
     let mut locations = Vec::new();
     compile_locations(cx, hx, &level, &location_blocks, None, &mut locations)?;
     Ok(ServerConf {
@@ -90,6 +91,7 @@ pub(super) fn compile(
         server_return,
         locations,
         loc: block.loc.clone(),
+        tls,
     })
 }
 
@@ -233,6 +235,16 @@ fn location(
     level.inherit(parent);
     if let Some(pd) = proxy_pass_d {
         let pp = proxy_pass(hx, pd, &matcher)?;
+        // tls: the client config for https upstreams; none for http ones,
+        // whatever an enclosing location had.
+        level.proxy_ssl = Some(match pp.scheme {
+            Scheme::Https => Some(super::ssl::upstream(
+                &level.resolve(),
+                &pp.proxy_host,
+                &pd.loc,
+            )?),
+            Scheme::Http => None,
+        });
         // `return` runs in the rewrite phase, before the content handler.
         if matches!(handler, Handler::None) {
             handler = Handler::Proxy(Arc::new(pp));

@@ -180,6 +180,7 @@ pub(crate) fn apply(
             }
             set_once!(lv, gzip_disable, d, Arc::new(list))
         }
+        _ if super::ssl::apply(cx, lv, d)? => {}
         _ => validate_no_effect(d)?,
     }
     Ok(())
