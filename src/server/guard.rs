@@ -482,9 +482,9 @@ impl AsyncRead for Guarded {
                     if new_len == before || matches!(this.state, State::Passthrough) {
                         return Poll::Ready(Ok(()));
                     }
-                    let fresh = buf.filled()[before..new_len].to_vec();
-                    let pass = this.inspect(&fresh);
-                    if pass < fresh.len() {
+                    // Inspected in place: the guard and the read buffer are apart.
+                    let pass = this.inspect(&buf.filled()[before..new_len]);
+                    if pass < new_len - before {
                         buf.set_filled(before + pass);
                         if pass == 0 {
                             // Nothing for hyper: go write the rejection.
