@@ -94,7 +94,7 @@ fn secs(d: Duration) -> String {
 fn push_secs(s: &mut String, d: Duration) {
     use std::fmt::Write as _;
     // Rounded to the millisecond, as `{:.3}` of the seconds was.
-    let ms = (d.as_micros() + 500) / 1000;
+    let ms = u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
     let _ = write!(s, "{}.{:03}", ms / 1000, ms % 1000);
 }
 
