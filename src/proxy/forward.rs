@@ -92,10 +92,34 @@ fn secs(d: Duration) -> String {
 
 /// nginx's `%T.%03M`: seconds with milliseconds, written in place.
 fn push_secs(s: &mut String, d: Duration) {
-    use std::fmt::Write as _;
     // Rounded to the millisecond, as `{:.3}` of the seconds was.
     let ms = u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
-    let _ = write!(s, "{}.{:03}", ms / 1000, ms % 1000);
+    push_num(s, ms / 1000);
+    s.push('.');
+    let frac = ms % 1000;
+    if frac < 100 {
+        s.push('0');
+    }
+    if frac < 10 {
+        s.push('0');
+    }
+    push_num(s, frac);
+}
+
+/// Decimal digits, without the formatting machinery (every request
+/// writes several of these).
+fn push_num(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 /// One value of a try for [`push_info`], written without allocating.
@@ -112,8 +136,16 @@ impl Val<'_> {
         match self {
             Val::Str(v) => s.push_str(v),
             Val::Secs(d) => push_secs(s, *d),
-            Val::Code(c) => {
-                let _ = write!(s, "{c}");
+            Val::Code(c) => push_num(s, u64::from(*c)),
+            Val::Addr(std::net::SocketAddr::V4(a)) => {
+                for (i, o) in a.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push('.');
+                    }
+                    push_num(s, u64::from(o));
+                }
+                s.push(':');
+                push_num(s, u64::from(a.port()));
             }
             Val::Addr(a) => {
                 let _ = write!(s, "{a}");
@@ -811,5 +843,38 @@ fn detach(b: bytes::Bytes) -> bytes::Bytes {
         bytes::Bytes::new()
     } else {
         bytes::Bytes::copy_from_slice(&b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_values_read_as_nginx_writes_them() {
+        let mut up = UpstreamInfo::default();
+        let addr: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("addr");
+        push_info(
+            &mut up,
+            Val::Addr(addr),
+            Val::Code(502),
+            Val::Str("-"),
+            Val::Secs(Duration::from_micros(1_000_499)),
+            Some(Val::Secs(Duration::from_millis(7))),
+        );
+        push_info(
+            &mut up,
+            Val::Addr("[::1]:80".parse().expect("addr")),
+            Val::Code(200),
+            Val::Secs(Duration::from_micros(1500)),
+            Val::Secs(Duration::from_secs(12)),
+            None,
+        );
+        assert_eq!(up.addr, "10.0.0.2:8080, [::1]:80");
+        assert_eq!(up.status, "502, 200");
+        assert_eq!(up.connect_time, "-, 0.002");
+        assert_eq!(up.header_time, "1.000, 12.000");
+        assert_eq!(up.response_time, "0.007");
+        assert_eq!(secs(Duration::from_micros(59_999_600)), "60.000");
     }
 }
