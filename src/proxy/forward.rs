@@ -422,7 +422,10 @@ fn push_info(
     response: Option<Val<'_>>,
 ) {
     let add = |s: &mut String, v: Val<'_>| {
-        if !s.is_empty() {
+        if s.is_empty() {
+            // One allocation for a value instead of growing digit by digit.
+            s.reserve(24);
+        } else {
             s.push_str(", ");
         }
         v.push(s);
