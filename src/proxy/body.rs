@@ -38,8 +38,9 @@ pin_project_lite::pin_project! {
     pub struct Timed<B> {
         #[pin]
         inner: B,
+        // Made at the first wait only: most bodies never wait.
         #[pin]
-        sleep: tokio::time::Sleep,
+        sleep: Option<tokio::time::Sleep>,
         timeout: Duration,
         armed: bool,
         error: fn() -> BodyError,
@@ -50,7 +51,7 @@ impl<B> Timed<B> {
     pub fn new(inner: B, timeout: Duration, error: fn() -> BodyError) -> Self {
         Timed {
             inner,
-            sleep: tokio::time::sleep(timeout),
+            sleep: None,
             timeout,
             armed: false,
             error,
@@ -78,11 +79,18 @@ where
         if !*this.armed {
             *this.armed = true;
             let deadline = tokio::time::Instant::now() + *this.timeout;
-            this.sleep.as_mut().reset(deadline);
+            match this.sleep.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.reset(deadline),
+                None => this.sleep.set(Some(tokio::time::sleep_until(deadline))),
+            }
         }
-        match std::future::Future::poll(this.sleep, cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new((this.error)())))),
-            Poll::Pending => Poll::Pending,
+        match this
+            .sleep
+            .as_pin_mut()
+            .map(|s| std::future::Future::poll(s, cx))
+        {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new((this.error)())))),
+            _ => Poll::Pending,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -38,6 +38,10 @@ pub fn budget(settings: &Settings) -> usize {
     usize::try_from(total.clamp(1, u64::from(u32::MAX >> 3))).unwrap_or(1 << 16)
 }
 
+/// The largest known-length body served without the read-ahead task: well
+/// within what hyper's server connection buffers before it waits on the socket.
+const INLINE_MAX: u64 = 16 << 10;
+
 type Item = Result<(Frame<Bytes>, Option<OwnedSemaphorePermit>), BoxError>;
 
 /// Reads `inner` ahead in its own task into at most `budget` bytes (plus one
@@ -48,7 +52,13 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
     if inner.is_end_stream() {
         return inner;
     }
-    let remaining = inner.size_hint().exact();
+    // A body of known length that fits hyper's write buffer is pulled
+    // whole into it as soon as the head is written, which frees the
+    // upstream as early as the pump would: no task needed.
+    let exact = inner.size_hint().exact();
+    if exact.is_some_and(|n| n <= INLINE_MAX.min(budget as u64)) {
+        return inner;
+    }
     let sem = Arc::new(Semaphore::new(budget));
     // The semaphore bounds what is queued; the channel itself needs no bound.
     let (tx, rx) = mpsc::unbounded_channel::<Item>();
@@ -82,16 +92,16 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
             }
         }
     });
-    ReadAhead { rx, remaining }.boxed()
+    ReadAhead { rx, left: exact }.boxed()
 }
 
 struct ReadAhead {
     rx: mpsc::UnboundedReceiver<Item>,
-    /// Bytes still to come when the upstream declared a length: lets the
-    /// body say it ended with its last frame, so hyper (which stops polling
-    /// a Content-Length body once it has all of it) reports it complete and
-    /// the upstream connection can go back to its keepalive pool.
-    remaining: Option<u64>,
+    /// Bytes still to come when the length is known: hyper stops polling a
+    /// body once its Content-Length is written, so the end must show in
+    /// `is_end_stream` (the upstream connection is kept only after a body
+    /// that ended).
+    left: Option<u64>,
 }
 
 impl Body for ReadAhead {
@@ -103,26 +113,21 @@ impl Body for ReadAhead {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // The permit is released as the frame is handed to the connection.
-        let r = self
-            .rx
-            .poll_recv(cx)
-            .map(|o| o.map(|r| r.map(|(frame, _permit)| frame)));
-        if let (Poll::Ready(Some(Ok(frame))), Some(left)) = (&r, self.remaining.as_mut()) {
-            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+        let r = ready!(self.rx.poll_recv(cx)).map(|r| r.map(|(frame, _permit)| frame));
+        if let (Some(Ok(f)), Some(left)) = (&r, self.left.as_mut()) {
+            let n = f.data_ref().map_or(0, |d| d.len() as u64);
             *left = left.saturating_sub(n);
         }
-        r
+        Poll::Ready(r)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == Some(0)
+        self.left == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
+        self.left
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
@@ -200,6 +205,24 @@ mod tests {
         assert!(t >= 10_000, "took only {t} bytes ahead");
         let rest = body.collect().await.expect("rest").to_bytes();
         assert_eq!(rest.len() + 1000, 100_000);
+    }
+
+    #[tokio::test]
+    async fn a_known_length_body_ends_at_its_length() {
+        // hyper stops polling once Content-Length is written: the end must
+        // show without a final `None`, or the upstream connection is lost.
+        let src = crate::proxy::body::full(vec![1u8; 40_000]);
+        let mut body = read_ahead(src, 100_000);
+        assert_eq!(body.size_hint().exact(), Some(40_000));
+        let mut got = 0;
+        while !body.is_end_stream() {
+            let f = body.frame().await.expect("frame").expect("ok");
+            got += f.data_ref().map_or(0, |d| d.len());
+        }
+        assert_eq!(got, 40_000);
+        // A small one of known length is not pumped at all.
+        let small = read_ahead(crate::proxy::body::full(vec![1u8; 100]), 100_000);
+        assert_eq!(small.size_hint().exact(), Some(100));
     }
 
     #[tokio::test]

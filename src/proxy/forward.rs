@@ -91,7 +91,73 @@ fn status_condition(code: u16) -> u16 {
 }
 
 fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
+    let mut s = String::with_capacity(8);
+    push_secs(&mut s, d);
+    s
+}
+
+/// nginx's `%T.%03M`: seconds with milliseconds, written in place.
+fn push_secs(s: &mut String, d: Duration) {
+    // Rounded to the millisecond, as `{:.3}` of the seconds was.
+    let ms = u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
+    push_num(s, ms / 1000);
+    s.push('.');
+    let frac = ms % 1000;
+    if frac < 100 {
+        s.push('0');
+    }
+    if frac < 10 {
+        s.push('0');
+    }
+    push_num(s, frac);
+}
+
+/// Decimal digits, without the formatting machinery (every request
+/// writes several of these).
+fn push_num(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// One value of a try for [`push_info`], written without allocating.
+enum Val<'a> {
+    Str(&'a str),
+    Secs(Duration),
+    Code(u16),
+    Addr(std::net::SocketAddr),
+}
+
+impl Val<'_> {
+    fn push(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        match self {
+            Val::Str(v) => s.push_str(v),
+            Val::Secs(d) => push_secs(s, *d),
+            Val::Code(c) => push_num(s, u64::from(*c)),
+            Val::Addr(std::net::SocketAddr::V4(a)) => {
+                for (i, o) in a.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push('.');
+                    }
+                    push_num(s, u64::from(o));
+                }
+                s.push(':');
+                push_num(s, u64::from(a.port()));
+            }
+            Val::Addr(a) => {
+                let _ = write!(s, "{a}");
+            }
+        }
+    }
 }
 
 /// Forwards a routed request; always answers (errors become nginx's pages).
@@ -247,21 +313,28 @@ pub async fn forward(
                     conn = state.conn.info.id,
                     "no live upstreams while connecting to upstream{ctx}"
                 );
-                push_info(&mut up_info, &pp.upstream.name, "502", "-", "-", "0.000");
+                push_info(
+                    &mut up_info,
+                    Val::Str(&pp.upstream.name),
+                    Val::Code(502),
+                    Val::Str("-"),
+                    Val::Str("-"),
+                    Some(Val::Str("0.000")),
+                );
                 return finish_error(state, 502, tokens, up_info);
             }
         };
         let addr = peer.addr();
         let t0 = Instant::now();
-        let mut req = Request::builder()
+        let req = Request::builder()
             .method(method.clone())
             .uri(target.as_str())
             .version(version)
             .body(body_slot.take().unwrap_or_else(body::empty))
             .unwrap_or_else(|_| Request::new(body::empty()));
-        *req.headers_mut() = head.clone();
-
-        let result = attempt(&peer, req, &settings, client_upgrade.is_some()).await;
+        // The head is kept for another try only when one may follow.
+        let more = attempts < max_tries;
+        let result = attempt(&peer, req, &mut head, more, &settings).await;
         let connect_time = result.as_ref().ok().map(|r| r.connect_time);
         match result {
             Ok(ok) => {
@@ -279,11 +352,11 @@ pub async fn forward(
                     }
                     push_info(
                         &mut up_info,
-                        &addr.to_string(),
-                        &status.to_string(),
-                        &connect_time.map_or("-".into(), secs),
-                        &secs(ok.header_time),
-                        &secs(t0.elapsed()),
+                        Val::Addr(addr),
+                        Val::Code(status),
+                        connect_time.map_or(Val::Str("-"), Val::Secs),
+                        Val::Secs(ok.header_time),
+                        Some(Val::Secs(t0.elapsed())),
                     );
                     last_status = status;
                     continue;
@@ -291,11 +364,11 @@ pub async fn forward(
                 peer.success();
                 push_info(
                     &mut up_info,
-                    &addr.to_string(),
-                    &status.to_string(),
-                    &connect_time.map_or("-".into(), secs),
-                    &secs(ok.header_time),
-                    "",
+                    Val::Addr(addr),
+                    Val::Code(status),
+                    connect_time.map_or(Val::Str("-"), Val::Secs),
+                    Val::Secs(ok.header_time),
+                    None,
                 );
                 return relay(state, ok, peer, client_upgrade, up_info, t0, matcher).await;
             }
@@ -319,11 +392,11 @@ pub async fn forward(
                 let status = e.status();
                 push_info(
                     &mut up_info,
-                    &addr.to_string(),
-                    &status.to_string(),
-                    "-",
-                    "-",
-                    &secs(t0.elapsed()),
+                    Val::Addr(addr),
+                    Val::Code(status),
+                    Val::Str("-"),
+                    Val::Str("-"),
+                    Some(Val::Secs(t0.elapsed())),
                 );
                 let cond = e.condition();
                 if cond & (next_upstream::ERROR | next_upstream::TIMEOUT) != 0 {
@@ -348,28 +421,27 @@ pub async fn forward(
 
 fn push_info(
     up: &mut UpstreamInfo,
-    addr: &str,
-    status: &str,
-    connect: &str,
-    header: &str,
-    response: &str,
+    addr: Val<'_>,
+    status: Val<'_>,
+    connect: Val<'_>,
+    header: Val<'_>,
+    response: Option<Val<'_>>,
 ) {
-    let sep = |s: &mut String| {
-        if !s.is_empty() {
+    let add = |s: &mut String, v: Val<'_>| {
+        if s.is_empty() {
+            // One allocation for a value instead of growing digit by digit.
+            s.reserve(24);
+        } else {
             s.push_str(", ");
         }
+        v.push(s);
     };
-    sep(&mut up.addr);
-    up.addr.push_str(addr);
-    sep(&mut up.status);
-    up.status.push_str(status);
-    sep(&mut up.connect_time);
-    up.connect_time.push_str(connect);
-    sep(&mut up.header_time);
-    up.header_time.push_str(header);
-    if !response.is_empty() {
-        sep(&mut up.response_time);
-        up.response_time.push_str(response);
+    add(&mut up.addr, addr);
+    add(&mut up.status, status);
+    add(&mut up.connect_time, connect);
+    add(&mut up.header_time, header);
+    if let Some(r) = response {
+        add(&mut up.response_time, r);
     }
 }
 
@@ -383,7 +455,11 @@ fn finish_error(
     add_server_header(&mut resp, tokens);
     let info = ResponseInfo {
         status: code,
-        headers: resp.headers().clone(),
+        headers: if state.logs_read_headers().0 {
+            resp.headers().clone()
+        } else {
+            HeaderMap::new()
+        },
         body_bytes_sent: 0,
         bytes_sent: 0,
     };
@@ -408,20 +484,25 @@ struct Attempt {
 /// and body, read the response head. A reused connection that fails before
 /// any response byte (the upstream's idle close racing the request) is
 /// replaced by a fresh one, as nginx does, without counting a peer failure.
+///
+/// `req` comes without its header fields: they are `head`, moved into the
+/// request unless `keep_head` (another try may follow) or a reused
+/// connection may need the request again, so that the common case copies
+/// no header map.
 async fn attempt(
     peer: &PeerGuard,
     req: Request<ProxyBody>,
+    head: &mut HeaderMap,
+    keep_head: bool,
     settings: &crate::conf::model::Settings,
-    upgrade: bool,
 ) -> Result<Attempt, AttemptError> {
     let t0 = Instant::now();
-    let _ = upgrade;
     // nginx caches only connections of HTTP/1.1 requests not sent with
     // `Connection: close` (proxy_http_version 1.1, proxy_set_header Connection "").
     let cache = peer
         .group()
         .keepalive()
-        .filter(|_| req.version() == http::Version::HTTP_11 && !wants_close(req.headers()));
+        .filter(|_| req.version() == http::Version::HTTP_11 && !wants_close(head));
     let mut cached = cache.and_then(|(pool, limits)| pool.take(peer.addr(), limits));
     let sent = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
@@ -429,8 +510,9 @@ async fn attempt(
         parts,
         SentFlag::new(body, sent.clone()).boxed(),
     ));
+    let mut headed = false;
     loop {
-        let Some(r) = req.take() else {
+        let Some(mut r) = req.take() else {
             return Err(AttemptError::Closed);
         };
         let (mut conn, connect_time) = match cached.take() {
@@ -441,14 +523,16 @@ async fn attempt(
             }
         };
         // A body-less request can be sent again even after it was written.
-        let spare = (conn.reused && r.body().is_end_stream()).then(|| {
-            let mut b = Request::new(body::empty());
-            *b.method_mut() = r.method().clone();
-            *b.uri_mut() = r.uri().clone();
-            *b.version_mut() = r.version();
-            *b.headers_mut() = r.headers().clone();
-            b
-        });
+        let resend = conn.reused && r.body().is_end_stream();
+        if !headed {
+            headed = true;
+            *r.headers_mut() = if keep_head || resend {
+                head.clone()
+            } else {
+                std::mem::take(head)
+            };
+        }
+        let spare = resend.then(|| (r.method().clone(), r.uri().clone(), r.version()));
         let mut send = std::pin::pin!(conn.sender.try_send_request(r));
         // nginx starts proxy_read_timeout once the request is sent; a body still
         // streaming is guarded by its own timeouts.
@@ -471,7 +555,20 @@ async fn attempt(
             Err(mut e) => {
                 let err = classify(e.error());
                 if conn.reused && matches!(err, AttemptError::Closed) {
-                    req = e.take_message().or(spare);
+                    req = e.take_message().or_else(|| {
+                        spare.map(|(method, uri, version)| {
+                            let mut b = Request::new(body::empty());
+                            *b.method_mut() = method;
+                            *b.uri_mut() = uri;
+                            *b.version_mut() = version;
+                            *b.headers_mut() = if keep_head {
+                                head.clone()
+                            } else {
+                                std::mem::take(head)
+                            };
+                            b
+                        })
+                    });
                     if req.is_some() {
                         continue;
                     }
@@ -565,7 +662,11 @@ async fn relay(
     let tokens = settings.server_tokens;
     let mut response = ok.response;
     let status = response.status();
-    up_info.headers = Some(response.headers().clone());
+    // Copies of the heads are kept only for access logs that read them.
+    let (log_resp_headers, log_up_headers) = state.logs_read_headers();
+    if log_up_headers {
+        up_info.headers = Some(response.headers().clone());
+    }
     let keep = ok.conn.filter(|_| {
         status != StatusCode::SWITCHING_PROTOCOLS
             && response.version() == http::Version::HTTP_11
@@ -689,7 +790,11 @@ async fn relay(
     let resp = super::gzip::apply(&settings, &state.parts, resp, !buffering);
     let info = ResponseInfo {
         status: status.as_u16(),
-        headers: resp.headers().clone(),
+        headers: if log_resp_headers {
+            resp.headers().clone()
+        } else {
+            HeaderMap::new()
+        },
         body_bytes_sent: 0,
         bytes_sent: 0,
     };
@@ -726,7 +831,8 @@ impl super::body::OnDone for ResponseDone {
             } else {
                 ", "
             };
-            up.response_time = format!("{}{sep}{}", up.response_time, secs(self.t0.elapsed()));
+            up.response_time.push_str(sep);
+            push_secs(&mut up.response_time, self.t0.elapsed());
         }
         Box::new(log).done(body_bytes, complete);
     }
@@ -756,5 +862,38 @@ fn detach(b: bytes::Bytes) -> bytes::Bytes {
         bytes::Bytes::new()
     } else {
         bytes::Bytes::copy_from_slice(&b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_values_read_as_nginx_writes_them() {
+        let mut up = UpstreamInfo::default();
+        let addr: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("addr");
+        push_info(
+            &mut up,
+            Val::Addr(addr),
+            Val::Code(502),
+            Val::Str("-"),
+            Val::Secs(Duration::from_micros(1_000_499)),
+            Some(Val::Secs(Duration::from_millis(7))),
+        );
+        push_info(
+            &mut up,
+            Val::Addr("[::1]:80".parse().expect("addr")),
+            Val::Code(200),
+            Val::Secs(Duration::from_micros(1500)),
+            Val::Secs(Duration::from_secs(12)),
+            None,
+        );
+        assert_eq!(up.addr, "10.0.0.2:8080, [::1]:80");
+        assert_eq!(up.status, "502, 200");
+        assert_eq!(up.connect_time, "-, 0.002");
+        assert_eq!(up.header_time, "1.000, 12.000");
+        assert_eq!(up.response_time, "0.007");
+        assert_eq!(secs(Duration::from_micros(59_999_600)), "60.000");
     }
 }

@@ -88,19 +88,20 @@ const NOT_RELAYED: &[&str] = &["connection", "keep-alive", "transfer-encoding"];
 
 /// Filters an upstream response's headers for the client.
 pub fn filter_response(headers: &mut HeaderMap, settings: &Settings, switching: bool) {
-    for h in NOT_RELAYED {
-        if switching && *h == "connection" {
-            continue;
-        }
-        headers.remove(*h);
-    }
-    for h in HIDDEN {
-        if !settings.proxy_pass_header.iter().any(|p| p == h) {
-            headers.remove(*h);
-        }
-    }
-    for h in settings.proxy_hide_header.iter() {
-        headers.remove(h.as_str());
+    // One look at the few names present instead of a parse and a lookup per
+    // listed name: this runs for every response.
+    let drop = |name: &str| {
+        (NOT_RELAYED.contains(&name) && !(switching && name == "connection"))
+            || (HIDDEN.contains(&name) && !settings.proxy_pass_header.iter().any(|p| p == name))
+            || settings.proxy_hide_header.iter().any(|h| h == name)
+    };
+    let gone: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| drop(k.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        headers.remove(name);
     }
 }
 

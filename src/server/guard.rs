@@ -196,6 +196,28 @@ impl Guarded {
                         let deadline = Instant::now() + self.limits.header_timeout;
                         self.timer.as_mut().reset(deadline);
                     }
+                    if buf.is_empty() {
+                        // The usual case, a whole head in one read: look at it
+                        // where it is instead of copying it first.
+                        if let Some(end) = find_head_end(data, 0) {
+                            if check_sizes(&data[..end], true, &self.limits).is_none() {
+                                match framing(&data[..end]) {
+                                    Err(code) => {
+                                        let passed = total - data.len();
+                                        self.reject(code);
+                                        return passed;
+                                    }
+                                    Ok(next) => {
+                                        self.first = false;
+                                        self.state = next;
+                                        self.after_message();
+                                    }
+                                }
+                                data = &data[end..];
+                                continue;
+                            }
+                        }
+                    }
                     let before = buf.len();
                     buf.extend_from_slice(data);
                     let end = find_head_end(buf, before.saturating_sub(3));
@@ -486,9 +508,9 @@ impl AsyncRead for Guarded {
                     if new_len == before || matches!(this.state, State::Passthrough) {
                         return Poll::Ready(Ok(()));
                     }
-                    let fresh = buf.filled()[before..new_len].to_vec();
-                    let pass = this.inspect(&fresh);
-                    if pass < fresh.len() {
+                    // Inspected in place: the guard and the read buffer are apart.
+                    let pass = this.inspect(&buf.filled()[before..new_len]);
+                    if pass < new_len - before {
                         buf.set_filled(before + pass);
                         if pass == 0 {
                             // Nothing for hyper: go write the rejection.

@@ -93,6 +93,36 @@ impl RequestState {
         needs
     }
 
+    /// Whether this location's access logs can read the response headers
+    /// and the upstream's (`$sent_http_*`, `$upstream_http_*`, a map): only
+    /// then are copies of them kept for the log line.
+    pub fn logs_read_headers(&self) -> (bool, bool) {
+        use crate::vars::{Builtin, Var};
+        let (mut resp, mut up) = (false, false);
+        for log in self.settings.access_log.iter() {
+            if let crate::conf::model::AccessLog::File {
+                format, condition, ..
+            } = log
+            {
+                let vars = format
+                    .template
+                    .vars()
+                    .chain(condition.iter().flat_map(|c| c.vars()));
+                for v in vars {
+                    match v {
+                        Var::SentHttp(_) => resp = true,
+                        Var::UpstreamHttp(_) | Var::Builtin(Builtin::UpstreamResponseLength) => {
+                            up = true
+                        }
+                        Var::Map(_) => return (true, true),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (resp, up)
+    }
+
     /// Writes the access log lines for the finished request.
     pub fn log(&self, resp: &ResponseInfo, up: Option<&UpstreamInfo>) {
         let up_time = up.map(|u| u.response_time.as_str());
@@ -374,7 +404,11 @@ pub fn finish(state: RequestState, resp: Response<ProxyBody>) -> Response<ProxyB
     crate::proxy::redirect::absolute_location(resp.headers_mut(), &state);
     let info = ResponseInfo {
         status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
+        headers: if state.logs_read_headers().0 {
+            resp.headers().clone()
+        } else {
+            http::HeaderMap::new()
+        },
         body_bytes_sent: 0,
         bytes_sent: 0,
     };

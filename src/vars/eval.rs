@@ -236,13 +236,37 @@ fn put(out: &mut Vec<u8>, s: &str) -> bool {
     true
 }
 
-fn put_num(out: &mut Vec<u8>, n: impl std::fmt::Display) -> bool {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{n}");
+fn put_num(out: &mut Vec<u8>, n: impl Into<u64>) -> bool {
+    push_u64(out, n.into());
     true
 }
 
+/// Decimal digits of `n`, without the formatting machinery (several
+/// numbers go into every access log line).
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 fn put_ip(out: &mut Vec<u8>, ip: IpAddr) -> bool {
+    if let IpAddr::V4(a) = ip {
+        for (i, o) in a.octets().into_iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            push_u64(out, o.into());
+        }
+        return true;
+    }
     // nginx prints IPv6 without brackets, and IPv4-mapped as ::ffff:a.b.c.d.
     let _ = write!(out, "{ip}");
     true
@@ -317,15 +341,30 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
         B::ServerProtocol => put(out, protocol(req.version)),
         B::Status => {
             let s = cx.resp.map_or(0, |r| r.status);
-            let _ = write!(out, "{s:03}");
+            if s < 100 {
+                out.extend_from_slice(b"0");
+                if s < 10 {
+                    out.push(b'0');
+                }
+            }
+            push_u64(out, s.into());
             true
         }
         B::BodyBytesSent => put_num(out, cx.resp.map_or(0, |r| r.body_bytes_sent)),
         B::BytesSent => put_num(out, cx.resp.map_or(0, |r| r.bytes_sent)),
         B::RequestLength => put_num(out, cx.request_length),
         B::RequestTime => {
-            let ms = cx.start.elapsed().as_millis();
-            let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+            let ms = u64::try_from(cx.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            push_u64(out, ms / 1000);
+            out.push(b'.');
+            let frac = ms % 1000;
+            if frac < 100 {
+                out.push(b'0');
+                if frac < 10 {
+                    out.push(b'0');
+                }
+            }
+            push_u64(out, frac);
             true
         }
         B::RequestId => {
@@ -724,6 +763,15 @@ pub fn format_time(sec: i64) -> CachedTime {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn push_u64_writes_decimal_digits() {
+        for n in [0u64, 7, 10, 99, 100, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
     use super::*;
     use crate::vars::VarRegistry;
 
