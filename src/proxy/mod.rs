@@ -10,6 +10,7 @@ pub mod headers;
 pub mod pages;
 pub mod redirect;
 pub mod tunnel;
+pub mod upgraded;
 pub mod uri;
 pub mod wsframe;
 
