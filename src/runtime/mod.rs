@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod run;
 pub mod signal;
 pub mod status;
+pub mod trim;

@@ -123,6 +123,8 @@ async fn serve(
             }
         }
     }
+    // Freed memory back to the system after bursts of closed connections.
+    tokio::spawn(super::trim::run());
     let mut echo_task = None;
     if demo {
         match tokio::net::TcpListener::bind(super::demo::ECHO_ADDR).await {
