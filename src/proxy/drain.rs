@@ -43,6 +43,9 @@ pub fn run_tunnel(
     window: Duration,
 ) -> impl std::future::Future<Output = TunnelStats> + Send {
     let gauge = websocket.then(crate::runtime::metrics::TunnelGauge::open);
+    // Only this is kept beside the tunnel for the drain (not the window and
+    // id it comes from, nor the timeouts, which the leftover carries).
+    let offset = spread(conn_id, window);
     let ws = websocket.then(|| WsFrames::new(&client_pending, &upstream_pending));
     let tunnel = tunnel::run_ws(
         client,
@@ -60,7 +63,7 @@ pub fn run_tunnel(
             return stats;
         };
         let stats = if stats.leftover.is_some() {
-            Box::pin(drain_ws(stats, timeouts, conn_id, window)).await
+            Box::pin(drain_ws(stats, offset)).await
         } else {
             stats
         };
@@ -69,15 +72,9 @@ pub fn run_tunnel(
     })
 }
 
-/// A cancelled WebSocket tunnel (`stats.leftover` set): keeps it going until
-/// its turn in `window`, then closes it with close frames.
-async fn drain_ws(
-    mut stats: TunnelStats,
-    timeouts: TunnelTimeouts,
-    conn_id: u64,
-    window: Duration,
-) -> TunnelStats {
-    let offset = spread(conn_id, window);
+/// A cancelled WebSocket tunnel (`stats.leftover` set): keeps it going for
+/// `offset` (its turn in the drain window), then closes it with close frames.
+async fn drain_ws(mut stats: TunnelStats, offset: Duration) -> TunnelStats {
     if !offset.is_zero() {
         let Some(left) = stats.leftover.take() else {
             return stats;
@@ -89,7 +86,7 @@ async fn drain_ws(
             left.to_upstream,
             left.upstream,
             left.to_client,
-            timeouts,
+            left.timeouts,
             turn.clone(),
             left.ws,
         );
@@ -141,6 +138,7 @@ pub async fn close(left: Leftover) -> (u64, u64) {
         to_client,
         to_upstream,
         ws,
+        ..
     } = left;
     let WsFrames {
         c2u: mut fc,

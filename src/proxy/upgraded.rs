@@ -128,10 +128,11 @@ mod tests {
         fn ended(self: Box<Self>, _: Option<&TunnelStats>) {}
     }
 
-    /// Every open tunnel pays for this future (in its task cell, rounded up
-    /// to 128 bytes): 640 bytes when written, 11.7 KiB when the drain's close
-    /// futures were kept inline. Its size does not depend on the log type
-    /// (boxed).
+    /// Every open tunnel pays for this future: tokio's task cell is the
+    /// future plus about 112 bytes, rounded up to 128 (x86_64), so up to 528
+    /// bytes the cell takes 640. It was 11.7 KiB when the drain's close
+    /// futures were kept inline, 528 bytes when this test was written. Its
+    /// size does not depend on the log type (boxed).
     #[test]
     fn tunnel_task_is_small() {
         let none = || hyper::upgrade::on(http::Request::new(()));
@@ -153,6 +154,6 @@ mod tests {
         );
         let size = std::mem::size_of_val(&fut);
         println!("tunnel task future: {size} bytes");
-        assert!(size <= 768, "tunnel task future is {size} bytes");
+        assert!(size <= 528, "tunnel task future is {size} bytes");
     }
 }
