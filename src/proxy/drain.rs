@@ -38,8 +38,13 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// frames after its turn in `window` (picked from `conn_id`, so closes are
 /// spread evenly rather than all at once). Other tunnels end as
 /// [`tunnel::run`] ends them.
+///
+/// A plain `fn` returning the future, which holds the one running tunnel
+/// future inline and nothing else of size: an idle tunnel's task is sized by
+/// it. What only a cancelled tunnel runs (its turn, the close frames) is in a
+/// boxed future, allocated when the drain comes.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_tunnel(
+pub fn run_tunnel(
     client: TcpStream,
     client_pending: Bytes,
     upstream: TcpStream,
@@ -49,34 +54,42 @@ pub async fn run_tunnel(
     websocket: bool,
     conn_id: u64,
     window: Duration,
-) -> TunnelStats {
-    if !websocket {
-        return tunnel::run(
-            client,
-            client_pending,
-            upstream,
-            upstream_pending,
-            timeouts,
-            cancel,
-        )
-        .await;
-    }
-    let gauge = crate::runtime::metrics::TunnelGauge::open();
-    let ws = WsFrames::new(&client_pending, &upstream_pending);
-    let mut stats = tunnel::run_ws(
+) -> impl std::future::Future<Output = TunnelStats> + Send {
+    let gauge = websocket.then(crate::runtime::metrics::TunnelGauge::open);
+    // Only this is kept beside the tunnel for the drain (not the window and
+    // id it comes from, nor the timeouts, which the leftover carries).
+    let offset = spread(conn_id, window);
+    let ws = websocket.then(|| WsFrames::new(&client_pending, &upstream_pending));
+    let tunnel = tunnel::run_ws(
         client,
         client_pending,
         upstream,
         upstream_pending,
         timeouts,
         cancel,
-        Some(ws),
-    )
-    .await;
-    let offset = spread(conn_id, window);
+        ws,
+    );
+    // `then`, not an async block awaiting `tunnel`: an async block would
+    // keep the captured future and the awaited one as two copies.
+    futures_util::FutureExt::then(tunnel, move |stats| async move {
+        let Some(gauge) = gauge else {
+            return stats;
+        };
+        let stats = if stats.leftover.is_some() {
+            Box::pin(drain_ws(stats, offset)).await
+        } else {
+            stats
+        };
+        gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
+        stats
+    })
+}
+
+/// A cancelled WebSocket tunnel (`stats.leftover` set): keeps it going for
+/// `offset` (its turn in the drain window), then closes it with close frames.
+async fn drain_ws(mut stats: TunnelStats, offset: Duration) -> TunnelStats {
     if !offset.is_zero() {
         let Some(left) = stats.leftover.take() else {
-            gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
             return stats;
         };
         // Keep the tunnel going until its turn.
@@ -86,7 +99,7 @@ pub async fn run_tunnel(
             left.to_upstream,
             left.upstream,
             left.to_client,
-            timeouts,
+            left.timeouts,
             turn.clone(),
             left.ws,
         );
@@ -109,7 +122,6 @@ pub async fn run_tunnel(
         stats.upstream_to_client += u2c;
         stats.end = TunnelEnd::Cancelled;
     }
-    gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
     stats
 }
 
@@ -139,6 +151,7 @@ pub async fn close(left: Leftover) -> (u64, u64) {
         to_client,
         to_upstream,
         ws,
+        ..
     } = left;
     let WsFrames {
         c2u: mut fc,
@@ -228,7 +241,8 @@ where
 
 /// Reads and drops frames until a close frame has come, or EOF.
 async fn await_close<R: tokio::io::AsyncRead + Unpin>(src: &mut R, frames: &mut FrameTracker) {
-    let mut buf = [0u8; 4096];
+    // On the heap: this future is boxed anyway, and 4 KiB arrays inflate it.
+    let mut buf = vec![0u8; 4096];
     while !frames.close_seen() {
         match src.read(&mut buf).await {
             Ok(0) | Err(_) => return,

@@ -691,12 +691,6 @@ async fn relay(
         );
         let mut resp = Response::from_parts(parts, body::empty());
         add_server_header(&mut resp, tokens);
-        let info = ResponseInfo {
-            status: 101,
-            headers: resp.headers().clone(),
-            body_bytes_sent: 0,
-            bytes_sent: 0,
-        };
         let timeouts = TunnelTimeouts {
             upstream_read: settings.proxy_read_timeout,
             upstream_send: settings.proxy_send_timeout,
@@ -713,64 +707,26 @@ async fn relay(
         let mut state = state;
         let needs = state.header_needs();
         state.compact(&needs);
-        let info = ResponseInfo {
-            headers: needs.response.keep(&info.headers),
-            ..info
+        let log = Box::new(TunnelDone::new(
+            state,
+            needs.response.keep(resp.headers()),
+            &up_info,
+            up_info.headers.as_ref().map(|h| needs.upstream.keep(h)),
+            peer,
+            t0,
+        ));
+        let spec = super::upgraded::TunnelSpec {
+            timeouts,
+            cancel,
+            websocket,
+            drain_window,
         };
-        up_info.headers = up_info.headers.as_ref().map(|h| needs.upstream.keep(h));
-        tracker.spawn(async move {
-            let (client, upstream) = match (client_up.await, upstream_up.await) {
-                (Ok(c), Ok(u)) => (c, u),
-                _ => {
-                    up_info.response_time = secs(t0.elapsed());
-                    state.log(&info, Some(&up_info));
-                    return;
-                }
-            };
-            let (Some((client, client_pending)), Ok(u)) = (
-                crate::server::conn::upgraded_client(client),
-                upstream.downcast::<TokioIo<UpstreamStream>>(),
-            ) else {
-                crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
-                return;
-            };
-            let upstream = u.io.into_inner();
-            // nginx switches tcp_nodelay on when a connection becomes a tunnel.
-            if state.settings.tcp_nodelay {
-                let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-            }
-            let stats = super::tls_tunnel::run_tunnel(
-                client,
-                detach(client_pending),
-                upstream,
-                detach(u.read_buf),
-                timeouts,
-                cancel,
-                websocket,
-                state.conn.info.id,
-                drain_window,
-            )
-            .await;
-            if let tunnel::TunnelEnd::Timeout(kind) = &stats.end {
-                // nginx logs tunnel timeouts at info, as here.
-                let ctx = log_ctx(&state, None);
-                crate::error_log!(
-                    LogLevel::Info,
-                    conn = state.conn.info.id,
-                    "{} (110: Connection timed out) while proxying upgraded connection{ctx}",
-                    kind.nginx_message()
-                );
-            }
-            drop(peer);
-            up_info.response_time = secs(t0.elapsed());
-            up_info.bytes_received = stats.upstream_to_client;
-            up_info.bytes_sent = stats.client_to_upstream;
-            let mut info = info;
-            info.body_bytes_sent = stats.upstream_to_client;
-            info.bytes_sent = stats.upstream_to_client;
-            state.log(&info, Some(&up_info));
-        });
+        tracker.spawn(super::upgraded::tunnel_task(
+            client_up,
+            upstream_up,
+            spec,
+            log,
+        ));
         return resp;
     }
 
@@ -854,14 +810,106 @@ fn log_ctx(state: &RequestState, upstream: Option<&str>) -> String {
     crate::log::error::request_context(&state.vars(None, None), upstream)
 }
 
-/// Bytes read past a handshake share hyper's whole read buffer (8 KiB or
-/// more); a tunnel that kept them would hold that buffer for its life.
-/// Copy the few bytes out so the buffer is freed now.
-fn detach(b: bytes::Bytes) -> bytes::Bytes {
-    if b.is_empty() {
-        bytes::Bytes::new()
-    } else {
-        bytes::Bytes::copy_from_slice(&b)
+/// What a tunnel's access log line needs, kept until the tunnel ends, in
+/// little room (it is paid per open tunnel): most logs read no header of the
+/// 101 nor of the upstream's answer, and the upstream's four strings are kept
+/// as one.
+struct TunnelDone {
+    state: RequestState,
+    /// The headers of the 101 the logs read, if any.
+    sent: Option<Box<HeaderMap>>,
+    /// The headers of the upstream's 101 the logs read, if any.
+    upstream_headers: Option<Box<HeaderMap>>,
+    /// `$upstream_addr`, `_status`, `_connect_time` and `_header_time`,
+    /// joined by NULs.
+    upstream: Box<str>,
+    /// Keeps the peer counted as busy while the tunnel lasts.
+    peer: PeerGuard,
+    t0: Instant,
+}
+
+impl TunnelDone {
+    fn new(
+        state: RequestState,
+        sent: HeaderMap,
+        up: &UpstreamInfo,
+        upstream_headers: Option<HeaderMap>,
+        peer: PeerGuard,
+        t0: Instant,
+    ) -> TunnelDone {
+        let boxed = |h: HeaderMap| (!h.is_empty()).then(|| Box::new(h));
+        let upstream = [&up.addr, &up.status, &up.connect_time, &up.header_time]
+            .map(String::as_str)
+            .join("\0");
+        TunnelDone {
+            state,
+            sent: boxed(sent),
+            upstream_headers: upstream_headers.and_then(boxed),
+            upstream: upstream.into(),
+            peer,
+            t0,
+        }
+    }
+
+    /// The response and upstream facts as the variables read them.
+    fn infos(&self) -> (ResponseInfo, UpstreamInfo) {
+        let mut parts = self.upstream.split('\0');
+        let mut next = || parts.next().unwrap_or_default().to_string();
+        let up = UpstreamInfo {
+            addr: next(),
+            status: next(),
+            connect_time: next(),
+            header_time: next(),
+            response_time: secs(self.t0.elapsed()),
+            headers: Some(
+                self.upstream_headers
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            bytes_received: 0,
+            bytes_sent: 0,
+        };
+        let resp = ResponseInfo {
+            status: 101,
+            headers: self.sent.as_deref().cloned().unwrap_or_default(),
+            body_bytes_sent: 0,
+            bytes_sent: 0,
+        };
+        (resp, up)
+    }
+}
+
+impl super::upgraded::TunnelLog for TunnelDone {
+    fn nodelay(&self) -> bool {
+        self.state.settings.tcp_nodelay
+    }
+
+    fn conn_id(&self) -> u64 {
+        self.state.conn.info.id
+    }
+
+    fn ended(self: Box<Self>, stats: Option<&tunnel::TunnelStats>) {
+        let (mut info, mut up_info) = self.infos();
+        let TunnelDone { state, peer, .. } = *self;
+        if let Some(tunnel::TunnelEnd::Timeout(kind)) = stats.map(|s| &s.end) {
+            // nginx logs tunnel timeouts at info, as here.
+            let ctx = log_ctx(&state, None);
+            crate::error_log!(
+                LogLevel::Info,
+                conn = state.conn.info.id,
+                "{} (110: Connection timed out) while proxying upgraded connection{ctx}",
+                kind.nginx_message()
+            );
+        }
+        drop(peer);
+        if let Some(stats) = stats {
+            up_info.bytes_received = stats.upstream_to_client;
+            up_info.bytes_sent = stats.client_to_upstream;
+            info.body_bytes_sent = stats.upstream_to_client;
+            info.bytes_sent = stats.upstream_to_client;
+        }
+        state.log(&info, Some(&up_info));
     }
 }
 

@@ -11,6 +11,7 @@ pub mod pages;
 pub mod redirect;
 pub mod tls_tunnel;
 pub mod tunnel;
+pub mod upgraded;
 pub mod upstream_tls;
 pub mod uri;
 pub mod wsframe;

@@ -81,6 +81,7 @@ impl ConnGauge {
     /// Counts a connection just accepted (and handled: sluice refuses none
     /// it has accepted).
     pub fn accepted() -> Arc<ConnGauge> {
+        super::trim::connection_event();
         ACCEPTED.fetch_add(1, Relaxed);
         HANDLED.fetch_add(1, Relaxed);
         ACTIVE.fetch_add(1, Relaxed);
@@ -134,6 +135,8 @@ impl ConnGauge {
 
 impl Drop for ConnGauge {
     fn drop(&mut self) {
+        // The connection and its tunnel, if any, are gone.
+        super::trim::connection_event();
         if let Some(g) = gauge_of(*self.state.get_mut()) {
             g.fetch_sub(1, Relaxed);
         }

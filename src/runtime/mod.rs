@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod run;
 pub mod signal;
 pub mod status;
+pub mod trim;

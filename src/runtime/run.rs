@@ -168,6 +168,8 @@ async fn serve(
             Err(e) => return startup.fail(&format!("bind() to {addr} failed ({})", os_error(&e))),
         }
     }
+    // Freed memory back to the system after bursts of closed connections.
+    tokio::spawn(super::trim::run());
     let mut echo_task = None;
     if let Some(l) = bound.echo {
         match tokio::net::TcpListener::from_std(l) {
