@@ -134,6 +134,10 @@ async fn serve(
             }
         }
     };
+    // h2: HTTP/2 by ALPN or prior knowledge; the head guard is HTTP/1's.
+    if super::h2::detect(&gen, &stream, limits.header_timeout).await {
+        return super::h2::serve(stream, gen, state, settings, stop).await;
+    }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)

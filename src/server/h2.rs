@@ -1,0 +1,323 @@
+//! HTTP/2 from clients, with hyper's h2 server: chosen by ALPN `h2` on TLS
+//! addresses, and by the prior-knowledge preface (h2c) on plain addresses
+//! with `http2`, where HTTP/1.x keeps working beside it as in nginx.
+//!
+//! Each stream becomes an `http::Request` that goes through the same
+//! `request::handle` as HTTP/1 (Host from `:authority`, same routing, header
+//! and body rules); upstreams are spoken to in HTTP/1.x.
+//!
+//! Memory per connection is bounded by the flow-control windows: the
+//! connection window (`http2_recv_buffer_size`) caps unread request body
+//! data, and each stream's send buffer caps response data waiting for the
+//! client's window. The head guard is HTTP/1's; here hyper's
+//! `max_header_list_size` (from `large_client_header_buffers`) limits heads.
+//!
+//! A GOAWAY (hyper's graceful shutdown) ends the connection on shutdown, on
+//! a reload (the generation is retired), after `keepalive_requests`
+//! streams, and after `keepalive_timeout` without any traffic; streams in
+//! flight finish first.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::ConnState;
+use super::tls::{ClientStream, MaybeTls};
+use super::vhost::AddrConf;
+use super::Generation;
+use crate::conf::model::{ServerConf, Settings};
+
+/// The client connection preface of HTTP/2 (RFC 9113, 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Initial stream window: nginx's `http2_body_preread_size` default.
+const STREAM_WINDOW: u32 = 64 << 10;
+
+/// Response data a stream may queue beyond the client's window.
+const SEND_BUF: usize = 32 << 10;
+
+/// Whether an address serves HTTP/2: its listen says `http2`, or one of its
+/// servers says `http2 on`.
+pub fn offered(a: &AddrConf, servers: &[ServerConf]) -> bool {
+    a.http2
+        || a.servers
+            .iter()
+            .any(|&i| servers.get(i).is_some_and(|s| s.settings.http2))
+}
+
+/// Whether the connection speaks HTTP/2: ALPN `h2` on TLS; on a plain
+/// HTTP/2 address, the prior-knowledge preface (peeked, not consumed).
+pub async fn detect(gen: &Generation, stream: &ClientStream, timeout: Duration) -> bool {
+    match stream {
+        MaybeTls::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+        MaybeTls::Plain(s) => {
+            let local = match s.local_addr() {
+                Ok(l) => l,
+                Err(_) => return false,
+            };
+            let Some(a) = gen.vhosts.addr_conf(local) else {
+                return false;
+            };
+            offered(a, &gen.http().servers) && sniff(s, Instant::now() + timeout).await
+        }
+    }
+}
+
+/// Peeks at the first bytes: the preface's start means HTTP/2. `PRI ` is
+/// no HTTP/1 method a proxy serves, so four bytes decide; hyper checks the
+/// rest of the preface.
+async fn sniff(s: &TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4];
+    let mut wait = Duration::from_millis(1);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, s.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        if buf[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == buf.len() {
+            return true;
+        }
+        // A partial preface: peek returns at once while the bytes are
+        // there, so wait a little (bounded by the header timeout) for more.
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Serves HTTP/2 on `stream` until the client leaves or a GOAWAY ends it.
+pub async fn serve(
+    stream: ClientStream,
+    gen: Arc<Generation>,
+    state: Arc<ConnState>,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+) {
+    let builder = builder(&settings);
+    let t0 = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(crate::runtime::metrics::Tracked::new(
+        Activity {
+            io: stream,
+            t0,
+            last: last.clone(),
+        },
+        state.gauge.clone(),
+    ));
+    let limit = Arc::new(tokio::sync::Notify::new());
+    let count = Arc::new(AtomicU64::new(0));
+    let (svc_gen, svc_state, svc_limit) = (gen.clone(), state.clone(), limit.clone());
+    let keepalive_requests = settings.keepalive_requests;
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let gen = svc_gen.clone();
+        let state = svc_state.clone();
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= keepalive_requests {
+            svc_limit.notify_one();
+        }
+        let ok = prepare(&mut req);
+        async move {
+            if !ok {
+                let tokens = gen
+                    .http()
+                    .servers
+                    .first()
+                    .is_none_or(|s| s.settings.server_tokens);
+                return Ok(crate::proxy::pages::error(501, tokens, false));
+            }
+            super::request::handle(gen, state, req).await
+        }
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let idle = settings.keepalive_timeout;
+    loop {
+        let quiet = Duration::from_millis(last.load(Ordering::Relaxed));
+        let idle_at = t0 + quiet + idle;
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    log_error(&e, state.info.id);
+                }
+                return;
+            }
+            _ = stop.cancelled() => break,
+            _ = gen.retired.cancelled() => break,
+            _ = limit.notified() => break,
+            _ = tokio::time::sleep_until(idle_at), if !idle.is_zero() => {
+                let quiet_now = Duration::from_millis(last.load(Ordering::Relaxed));
+                if quiet_now == quiet {
+                    break;
+                }
+            }
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        log_error(&e, state.info.id);
+    }
+}
+
+fn builder(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let streams = settings.http2_max_concurrent_streams.min(u32::MAX as u64) as u32;
+    let conn_window = settings.http2_recv_buffer_size.clamp(65_535, (1 << 31) - 1) as u32;
+    let head = (settings.large_client_header_buffers.count
+        * settings.large_client_header_buffers.size)
+        .clamp(4096, u32::MAX as u64) as u32;
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(conn_window)
+        .adaptive_window(false)
+        .max_frame_size(16_384)
+        .max_send_buf_size(SEND_BUF)
+        .max_header_list_size(head);
+    // RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL, for WebSocket streams.
+    if settings.http2_extended_connect {
+        b.enable_connect_protocol();
+    }
+    b
+}
+
+/// Readies a stream's request for the HTTP/1 request path. An extended
+/// CONNECT for WebSocket becomes the Upgrade request it stands for
+/// (`proxy::h2ws`); a body without a length is framed as chunked, as a
+/// streamed HTTP/1.1 body would be. `false`: a `:protocol` sluice cannot
+/// bridge.
+fn prepare(req: &mut Request<Incoming>) -> bool {
+    if req.method() == http::Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_some()
+    {
+        return crate::proxy::h2ws::translate(req);
+    }
+    if !req.body().is_end_stream() && !req.headers().contains_key(header::CONTENT_LENGTH) {
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    true
+}
+
+/// Client-side failures worth a line: nginx logs them at `info`.
+fn log_error(e: &hyper::Error, id: u64) {
+    if e.is_timeout() {
+        crate::error_log!(
+            crate::conf::model::LogLevel::Info,
+            conn = id,
+            "client timed out (110: Connection timed out) in http2 connection"
+        );
+    }
+}
+
+/// Records when the connection last moved bytes, for the idle timeout.
+struct Activity {
+    io: ClientStream,
+    t0: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.t0.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Activity {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_read(cx, buf);
+        if r.is_ready() {
+            me.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Activity {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        if r.is_ready() {
+            me.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            me.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_preface_is_told_from_http1() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for (sent, h2) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.1\r\n\r\n", false),
+            (b"POST / HTTP/1.1\r\n\r\n", false),
+            (b"PROPFIND / HTTP/1.1\r\n\r\n", false),
+        ] {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            c.write_all(sent).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            assert_eq!(sniff(&s, deadline).await, h2, "{sent:?}");
+        }
+    }
+}
