@@ -426,3 +426,68 @@ fn http2_extended_connect_off_advertises_no_connect_protocol() {
     assert!(status.success(), "nghttp: {out}\n{err}");
     assert!(!out.contains("(0x08):1"), "{out}");
 }
+
+/// A Python h2 client that made one request and waits for a GOAWAY.
+fn goaway_watcher(port: u16) -> (interop_common::Proc, interop_common::Lines) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2ws_client.py"))
+        .args(["127.0.0.1", &port.to_string(), "--goaway", "/inline"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    lines.wait_for("ready");
+    (interop_common::Proc(Some(child)), lines)
+}
+
+#[test]
+fn goaway_on_reload_and_on_shutdown() {
+    let dir = temp_dir("h2-goaway");
+    let backend = Backend::ok("x");
+    let port = common::free_port();
+    let s = Sluice::start("h2-goaway", &plain_conf(port, "", backend.addr));
+
+    // A reload retires the connection's configuration: GOAWAY, no error.
+    let (mut proc, lines) = goaway_watcher(port);
+    s.signal(libc::SIGHUP);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0 last_stream="), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+    // New connections are served by the new configuration.
+    let url = format!("http://127.0.0.1:{port}/inline");
+    let (out, _) = curl(&dir, &["--http2-prior-knowledge", &url]);
+    assert_eq!(out, "HTTP/2.0\n");
+
+    // Shutdown (QUIT): GOAWAY, then sluice exits.
+    let (mut proc, lines) = goaway_watcher(port);
+    let status = s.quit();
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+    assert!(status.success());
+}
+
+#[test]
+fn goaway_after_keepalive_requests_and_keepalive_timeout() {
+    let backend = Backend::ok("x");
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-kareq",
+        &plain_conf(port, "keepalive_requests 1;", backend.addr),
+    );
+    let (mut proc, lines) = goaway_watcher(port);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-katime",
+        &plain_conf(port, "keepalive_timeout 1s;", backend.addr),
+    );
+    let (mut proc, lines) = goaway_watcher(port);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+}

@@ -2,7 +2,7 @@
 """WebSocket over HTTP/2 (RFC 8441) client for tests/h2.rs, built on the
 third-party `h2` (HTTP/2) and `wsproto` (WebSocket framing) packages.
 
-usage: h2ws_client.py HOST PORT [--tls CA] PATH...
+usage: h2ws_client.py HOST PORT [--tls CA] [--goaway] PATH...
 
 For every PATH it opens an extended CONNECT stream on one connection and
 prints `PATH status=N settings_connect=0|1 [subprotocol=P]`. On a 200 it then
@@ -30,6 +30,10 @@ if args and args[0] == "--tls":
     ca = args[1]
     args = args[2:]
 paths = args
+# `--goaway PATH`: one GET, print `ready`, then wait for the server's GOAWAY.
+goaway = bool(paths) and paths[0] == "--goaway"
+if goaway:
+    paths = paths[1:]
 
 sock = socket.create_connection((host, port), timeout=20)
 if ca:
@@ -75,6 +79,46 @@ def wait_for(pred):
 # RFC 8441: the client may use :protocol once the server said it can.
 wait_for(lambda ev: isinstance(ev, h2.events.RemoteSettingsChanged))
 connect_ok = server_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL, 0)
+
+if goaway:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [(":method", "GET"), (":scheme", scheme), (":path", paths[0]),
+         (":authority", "localhost:%d" % port)],
+        end_stream=True,
+    )
+    sock.sendall(conn.data_to_send())
+    # Frames are read raw from here: python-h2 refuses the PING hyper sends
+    # after its first GOAWAY, dropping the events of the whole read.
+    sock.settimeout(60)
+    buf = b""
+    found = None
+    ended = False
+    # Both the response's end and a GOAWAY, in either order.
+    while found is None or not ended:
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit("connection closed before the response and a GOAWAY")
+        buf += data
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload = buf[9:9 + length]
+            buf = buf[9 + length:]
+            # END_STREAM on the response's HEADERS or DATA.
+            if kind in (0x0, 0x1) and stream == sid and flags & 0x1 and not ended:
+                ended = True
+                print("ready", flush=True)
+            if kind == 0x7 and found is None:
+                found = payload
+    last = int.from_bytes(found[:4], "big") & 0x7FFFFFFF
+    print("goaway error=%d last_stream=%d" % (int.from_bytes(found[4:8], "big"), last), flush=True)
+    sock.close()
+    sys.exit(0)
 
 for path in paths:
     sid = conn.get_next_available_stream_id()
