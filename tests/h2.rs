@@ -342,6 +342,7 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
         location /nows {{
             proxy_pass http://{plain};
         }}
+        location = /inline {{ return 200 \"inline\\n\"; }}
     }}
 }}
 ",
@@ -357,7 +358,7 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
         &dir,
         port,
         None,
-        &["/ws", "/deny", "/plain", "/nows", "/ws"],
+        &["/ws", "/deny", "/plain", "/nows", "/inline", "/ws"],
     );
     let lines: Vec<&str> = out.lines().collect();
     let expect_session = |at: usize| {
@@ -380,9 +381,11 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
     assert_eq!(lines[5], "/plain status=502 settings_connect=1", "{out}");
     // A location that does not proxy WebSockets.
     assert_eq!(lines[6], "/nows status=501 settings_connect=1", "{out}");
+    // `return 200` is no tunnel either.
+    assert_eq!(lines[7], "/inline status=501 settings_connect=1", "{out}");
     // The connection still serves a second WebSocket stream.
-    expect_session(7);
-    assert_eq!(lines[11], "done", "{out}");
+    expect_session(8);
+    assert_eq!(lines[12], "done", "{out}");
     let r = refusing.last();
     assert_eq!(r.request_line, "GET /deny HTTP/1.1");
     assert_eq!(r.header("upgrade"), Some("websocket"));

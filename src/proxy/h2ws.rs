@@ -35,6 +35,15 @@ use crate::vars::eval::{ResponseInfo, UpstreamInfo};
 #[derive(Clone, Copy, Debug)]
 pub struct Bridge;
 
+/// Marks the `200` that opened a bridged stream.
+#[derive(Clone, Copy, Debug)]
+struct Bridged;
+
+/// Whether `resp` is the bridge's own answer to an extended CONNECT.
+pub fn bridged<B>(resp: &Response<B>) -> bool {
+    resp.extensions().get::<Bridged>().is_some()
+}
+
 /// The response headers of a handshake that reach the client's stream.
 const PASSED: &[&str] = &["sec-websocket-protocol", "sec-websocket-extensions"];
 
@@ -153,6 +162,7 @@ pub async fn relay(
         }
     }
     add_server_header(&mut resp, tokens);
+    resp.extensions_mut().insert(Bridged);
     let timeouts = TunnelTimeouts {
         upstream_read: settings.proxy_read_timeout,
         upstream_send: settings.proxy_send_timeout,

@@ -135,8 +135,12 @@ async fn serve(
         }
     };
     // h2: HTTP/2 by ALPN or prior knowledge; the head guard is HTTP/1's.
-    if super::h2::detect(&gen, &stream, limits.header_timeout).await {
-        return super::h2::serve(stream, gen, state, settings, stop).await;
+    match super::h2::detect(&gen, &stream, limits.header_timeout).await {
+        super::h2::Speak::Http2 => {
+            return super::h2::serve(stream, gen, state, settings, stop).await
+        }
+        super::h2::Speak::Close => return,
+        super::h2::Speak::Http1 => {}
     }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -58,20 +58,32 @@ pub fn offered(a: &AddrConf, servers: &[ServerConf]) -> bool {
             .any(|&i| servers.get(i).is_some_and(|s| s.settings.http2))
 }
 
+/// How a new connection is to be served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Speak {
+    Http1,
+    Http2,
+    /// Nothing came within the header timeout, or the client left: closed
+    /// without an answer, as nginx does.
+    Close,
+}
+
 /// Whether the connection speaks HTTP/2: ALPN `h2` on TLS; on a plain
 /// HTTP/2 address, the prior-knowledge preface (peeked, not consumed).
-pub async fn detect(gen: &Generation, stream: &ClientStream, timeout: Duration) -> bool {
+pub async fn detect(gen: &Generation, stream: &ClientStream, timeout: Duration) -> Speak {
     match stream {
-        MaybeTls::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+        MaybeTls::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => Speak::Http2,
+        MaybeTls::Tls(_) => Speak::Http1,
         MaybeTls::Plain(s) => {
-            let local = match s.local_addr() {
-                Ok(l) => l,
-                Err(_) => return false,
-            };
-            let Some(a) = gen.vhosts.addr_conf(local) else {
-                return false;
-            };
-            offered(a, &gen.http().servers) && sniff(s, Instant::now() + timeout).await
+            let offered_here = s
+                .local_addr()
+                .ok()
+                .and_then(|l| gen.vhosts.addr_conf(l))
+                .is_some_and(|a| offered(a, &gen.http().servers));
+            match offered_here {
+                true => sniff(s, Instant::now() + timeout).await,
+                false => Speak::Http1,
+            }
         }
     }
 }
@@ -79,24 +91,24 @@ pub async fn detect(gen: &Generation, stream: &ClientStream, timeout: Duration) 
 /// Peeks at the first bytes: the preface's start means HTTP/2. `PRI ` is
 /// no HTTP/1 method a proxy serves, so four bytes decide; hyper checks the
 /// rest of the preface.
-async fn sniff(s: &TcpStream, deadline: Instant) -> bool {
+async fn sniff(s: &TcpStream, deadline: Instant) -> Speak {
     let mut buf = [0u8; 4];
     let mut wait = Duration::from_millis(1);
     loop {
         let n = match tokio::time::timeout_at(deadline, s.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return false,
+            _ => return Speak::Close,
         };
         if buf[..n] != PREFACE[..n] {
-            return false;
+            return Speak::Http1;
         }
         if n == buf.len() {
-            return true;
+            return Speak::Http2;
         }
         // A partial preface: peek returns at once while the bytes are
         // there, so wait a little (bounded by the header timeout) for more.
         if Instant::now() >= deadline {
-            return false;
+            return Speak::Close;
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(50));
@@ -134,16 +146,31 @@ pub async fn serve(
             svc_limit.notify_one();
         }
         let ok = prepare(&mut req);
+        let bridge = req
+            .extensions()
+            .get::<crate::proxy::h2ws::Bridge>()
+            .is_some();
         async move {
-            if !ok {
-                let tokens = gen
-                    .http()
+            let tokens = || {
+                gen.http()
                     .servers
                     .first()
-                    .is_none_or(|s| s.settings.server_tokens);
-                return Ok(crate::proxy::pages::error(501, tokens, false));
+                    .is_none_or(|s| s.settings.server_tokens)
+            };
+            if !ok {
+                return Ok::<_, std::convert::Infallible>(crate::proxy::pages::error(
+                    501,
+                    tokens(),
+                    false,
+                ));
             }
-            super::request::handle(gen, state, req).await
+            let resp = super::request::handle(gen.clone(), state, req).await?;
+            // A 2xx answers an extended CONNECT with a tunnel: only the
+            // bridge may give one (not `return 200`, say).
+            if bridge && resp.status().is_success() && !crate::proxy::h2ws::bridged(&resp) {
+                return Ok(crate::proxy::pages::error(501, tokens(), false));
+            }
+            Ok(resp)
         }
     });
     let conn = builder.serve_connection(io, svc);
@@ -308,14 +335,18 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         for (sent, h2) in [
-            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], true),
-            (b"GET / HTTP/1.1\r\n\r\n", false),
-            (b"POST / HTTP/1.1\r\n\r\n", false),
-            (b"PROPFIND / HTTP/1.1\r\n\r\n", false),
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], Speak::Http2),
+            (b"GET / HTTP/1.1\r\n\r\n", Speak::Http1),
+            (b"POST / HTTP/1.1\r\n\r\n", Speak::Http1),
+            (b"PROPFIND / HTTP/1.1\r\n\r\n", Speak::Http1),
+            (b"", Speak::Close),
         ] {
             let mut c = TcpStream::connect(addr).await.unwrap();
             let (s, _) = l.accept().await.unwrap();
             c.write_all(sent).await.unwrap();
+            if sent.is_empty() {
+                c.shutdown().await.unwrap();
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
             assert_eq!(sniff(&s, deadline).await, h2, "{sent:?}");
         }
