@@ -1,8 +1,8 @@
 //! HTTP/2 from clients through the real binary, with real third-party
 //! HTTP/2 peers: curl (`--http2` over TLS with ALPN, `--http2-prior-knowledge`
 //! on a plain port), h2load and nghttp (many streams on one connection; the
-//! SETTINGS sluice sends), and Python's `h2` + `wsproto` for WebSocket over
-//! HTTP/2 (RFC 8441) to `sluice echo`. Upstreams speak HTTP/1.x. The peers
+//! SETTINGS sluice sends), and for WebSocket over HTTP/2 (RFC 8441) to
+//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`. Upstreams speak HTTP/1.x. The peers
 //! are installed by tests/peers/install.sh; certificates are made by rcgen.
 
 mod common;
@@ -398,6 +398,21 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
     let out = h2ws_client(&dir, tls_port, Some(&certs.ca), &["/ws"]);
     let lines: Vec<&str> = out.lines().collect();
     expect_session_in(&lines, &out);
+
+    // Node's own http2 client, a second implementation of the client side.
+    let node = |path: &str| {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_path("tests/peers/h2ws_node.js"))
+            .args([&format!("http://127.0.0.1:{port}"), path]);
+        let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+        assert!(status.success(), "node: {out}\n{err}");
+        out
+    };
+    assert_eq!(
+        node("/ws"),
+        "status=200\ntext=Server received from client: hello from node\nclose=4002 node bye\n"
+    );
+    assert_eq!(node("/deny"), "status=403\n");
 }
 
 fn expect_session_in(lines: &[&str], out: &str) {
