@@ -2,8 +2,9 @@
 //! HTTP/2 peers: curl (`--http2` over TLS with ALPN, `--http2-prior-knowledge`
 //! on a plain port), h2load and nghttp (many streams on one connection; the
 //! SETTINGS sluice sends), and for WebSocket over HTTP/2 (RFC 8441) to
-//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`. Upstreams speak HTTP/1.x. The peers
-//! are installed by tests/peers/install.sh; certificates are made by rcgen.
+//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`.
+//! Upstreams speak HTTP/1.x. The peers are installed by
+//! tests/peers/install.sh; certificates are made by rcgen.
 
 mod common;
 mod interop_common;
@@ -259,6 +260,28 @@ fn h2c_prior_knowledge_and_http1_share_a_plain_http2_port() {
     let inline = format!("http://127.0.0.1:{port}/inline");
     let (out, _) = curl(&dir, &["--http2-prior-knowledge", &inline]);
     assert_eq!(out, "HTTP/2.0\n");
+
+    // Neither :authority nor Host: 400, as nginx answers HTTP/2 without a host.
+    let script = format!(
+        "import socket, h2.config, h2.connection, h2.events\n\
+         s = socket.create_connection(('127.0.0.1', {port}), timeout=20)\n\
+         c = h2.connection.H2Connection(h2.config.H2Configuration(validate_outbound_headers=False))\n\
+         c.initiate_connection()\n\
+         c.send_headers(1, [(':method', 'GET'), (':scheme', 'http'), (':path', '/inline')], end_stream=True)\n\
+         s.sendall(c.data_to_send())\n\
+         while True:\n\
+         \x20   evs = c.receive_data(s.recv(65536))\n\
+         \x20   s.sendall(c.data_to_send())\n\
+         \x20   r = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]\n\
+         \x20   if r:\n\
+         \x20       print(dict(r[0].headers)[b':status'].decode())\n\
+         \x20       break\n"
+    );
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script]);
+    let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+    assert!(status.success(), "python: {err}");
+    assert_eq!(out, "400\n");
 }
 
 #[test]
