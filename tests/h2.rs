@@ -532,3 +532,35 @@ fn goaway_after_keepalive_requests_and_keepalive_timeout() {
     assert!(line.starts_with("goaway error=0"), "{line}");
     interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
 }
+
+#[test]
+fn large_bodies_both_ways_through_the_flow_control_windows() {
+    let dir = temp_dir("h2-big");
+    let body: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let backend = Backend::start(Reply::Fixed(200, vec![], body.clone()));
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-big",
+        &plain_conf(port, "client_max_body_size 16m;", backend.addr),
+    );
+    let up = dir.join("up.bin");
+    std::fs::write(&up, &body).unwrap();
+    let down = dir.join("down.bin");
+    let url = format!("http://127.0.0.1:{port}/big");
+    let data = format!("@{}", p(&up));
+    curl(
+        &dir,
+        &[
+            "--http2-prior-knowledge",
+            "--data-binary",
+            &data,
+            "-o",
+            &p(&down),
+            &url,
+        ],
+    );
+    let r = backend.last();
+    assert_eq!(r.header("content-length"), Some("6291456"));
+    assert!(r.body == body, "upload differs");
+    assert!(std::fs::read(&down).unwrap() == body, "download differs");
+}
