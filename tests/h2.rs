@@ -68,6 +68,7 @@ fn locations(upstream: SocketAddr) -> String {
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Proto $server_protocol;
+            proxy_set_header X-Http-Host $http_host;
             proxy_set_header X-Scheme $scheme;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -126,6 +127,10 @@ fn curl_http2_over_tls_reaches_an_http1_upstream_with_host_from_authority() {
     let r = backend.last();
     assert_eq!(r.request_line, "GET /x?y=1 HTTP/1.1");
     assert_eq!(r.header("host"), Some("a.test"));
+    assert_eq!(
+        r.header("x-http-host"),
+        Some(format!("a.test:{port}").as_str())
+    );
     assert_eq!(r.header("x-proto"), Some("HTTP/2.0"));
     assert_eq!(r.header("x-scheme"), Some("https"));
     assert_eq!(r.header("upgrade"), None);
@@ -252,6 +257,10 @@ fn h2c_prior_knowledge_and_http1_share_a_plain_http2_port() {
     let r = backend.last();
     assert_eq!(r.request_line, "GET /p HTTP/1.1");
     assert_eq!(r.header("host"), Some("127.0.0.1"));
+    assert_eq!(
+        r.header("x-http-host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
     assert_eq!(r.header("x-proto"), Some("HTTP/2.0"));
     assert_eq!(r.header("x-scheme"), Some("http"));
 

@@ -225,12 +225,24 @@ fn builder(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExec
     b
 }
 
-/// Readies a stream's request for the HTTP/1 request path. An extended
+/// Readies a stream's request for the HTTP/1 request path: Host from
+/// `:authority` when the client sent none. An extended
 /// CONNECT for WebSocket becomes the Upgrade request it stands for
 /// (`proxy::h2ws`); a body without a length is framed as chunked, as a
 /// streamed HTTP/1.1 body would be. `false`: a `:protocol` sluice cannot
 /// bridge.
 fn prepare(req: &mut Request<Incoming>) -> bool {
+    // nginx turns :authority into a Host header: `$http_host` and
+    // `proxy_set_header Host $http_host` see it.
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
     if req.method() == http::Method::CONNECT
         && req.extensions().get::<hyper::ext::Protocol>().is_some()
     {
