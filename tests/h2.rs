@@ -573,3 +573,37 @@ fn large_bodies_both_ways_through_the_flow_control_windows() {
     assert!(r.body == body, "upload differs");
     assert!(std::fs::read(&down).unwrap() == body, "download differs");
 }
+
+#[test]
+fn send_timeout_cuts_off_a_client_that_stops_reading() {
+    use std::io::Write;
+    let body = vec![b'b'; 16 << 20];
+    let backend = Backend::start(Reply::Fixed(200, vec![], body));
+    let port = common::free_port();
+    let s = Sluice::start(
+        "h2-stall",
+        &plain_conf(port, "keepalive_timeout 1s; send_timeout 1s;", backend.addr),
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2_stall.py"))
+        .args(["127.0.0.1", &port.to_string(), "/big"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    lines.wait_for("sent");
+    common::wait_until("the send_timeout line", || {
+        s.error_log()
+            .contains("client timed out (110: Connection timed out) while sending to client")
+    });
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    let line = lines.wait_for("closed after ");
+    let got: usize = line["closed after ".len()..]
+        .trim_end_matches(" bytes")
+        .parse()
+        .expect("count");
+    assert!(got < 16 << 20, "{line}");
+    interop_common::wait_bounded(&mut child, PEER_WAIT);
+}

@@ -126,11 +126,13 @@ pub async fn serve(
     let builder = builder(&settings);
     let t0 = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
+    let blocked_since = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(crate::runtime::metrics::Tracked::new(
         Activity {
             io: stream,
             t0,
             last: last.clone(),
+            blocked_since: blocked_since.clone(),
         },
         state.gauge.clone(),
     ));
@@ -176,9 +178,14 @@ pub async fn serve(
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let idle = settings.keepalive_timeout;
+    let send_timeout = settings.send_timeout;
+    let mut closing = false;
     loop {
         let quiet = Duration::from_millis(last.load(Ordering::Relaxed));
         let idle_at = t0 + quiet + idle;
+        let blocked = blocked_since.load(Ordering::Relaxed);
+        let send_at = t0 + Duration::from_millis(blocked.saturating_sub(1)) + send_timeout;
+        let was_closing = closing;
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -186,20 +193,33 @@ pub async fn serve(
                 }
                 return;
             }
-            _ = stop.cancelled() => break,
-            _ = gen.retired.cancelled() => break,
-            _ = limit.notified() => break,
-            _ = tokio::time::sleep_until(idle_at), if !idle.is_zero() => {
+            _ = stop.cancelled(), if !closing => closing = true,
+            _ = gen.retired.cancelled(), if !closing => closing = true,
+            _ = limit.notified(), if !closing => closing = true,
+            _ = tokio::time::sleep_until(idle_at), if !closing && !idle.is_zero() => {
                 let quiet_now = Duration::from_millis(last.load(Ordering::Relaxed));
-                if quiet_now == quiet {
-                    break;
+                if quiet_now == quiet && blocked_since.load(Ordering::Relaxed) == 0 {
+                    closing = true;
+                }
+            }
+            // send_timeout: a client that stopped reading is cut off, as
+            // nginx does. The check is armed whenever the loop wakes (at
+            // the latest when keepalive_timeout passes without traffic).
+            _ = tokio::time::sleep_until(send_at), if blocked != 0 => {
+                if blocked_since.load(Ordering::Relaxed) == blocked {
+                    crate::error_log!(
+                        crate::conf::model::LogLevel::Info,
+                        conn = state.info.id,
+                        "client timed out (110: Connection timed out) while sending to client"
+                    );
+                    return;
                 }
             }
         }
-    }
-    conn.as_mut().graceful_shutdown();
-    if let Err(e) = conn.await {
-        log_error(&e, state.info.id);
+        if closing && !was_closing {
+            // GOAWAY; streams in flight finish first.
+            conn.as_mut().graceful_shutdown();
+        }
     }
 }
 
@@ -268,17 +288,38 @@ fn log_error(e: &hyper::Error, id: u64) {
     }
 }
 
-/// Records when the connection last moved bytes, for the idle timeout.
+/// Records when the connection last moved bytes (for the idle timeout)
+/// and since when a write has been blocked (for send_timeout).
 struct Activity {
     io: ClientStream,
     t0: Instant,
     last: Arc<AtomicU64>,
+    /// Milliseconds since `t0` plus one when a write started waiting; 0
+    /// while writes go through.
+    blocked_since: Arc<AtomicU64>,
 }
 
 impl Activity {
+    fn ms(&self) -> u64 {
+        self.t0.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64
+    }
+
     fn touch(&self) {
-        let ms = self.t0.elapsed().as_millis().min(u64::MAX as u128) as u64;
-        self.last.store(ms, Ordering::Relaxed);
+        self.last.store(self.ms(), Ordering::Relaxed);
+    }
+
+    fn wrote<T>(&self, r: &Poll<T>) {
+        match r {
+            Poll::Ready(_) => {
+                self.touch();
+                self.blocked_since.store(0, Ordering::Relaxed);
+            }
+            Poll::Pending => {
+                if self.blocked_since.load(Ordering::Relaxed) == 0 {
+                    self.blocked_since.store(self.ms() + 1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -305,9 +346,7 @@ impl AsyncWrite for Activity {
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
         let r = Pin::new(&mut me.io).poll_write(cx, buf);
-        if r.is_ready() {
-            me.touch();
-        }
+        me.wrote(&r);
         r
     }
 
@@ -318,9 +357,7 @@ impl AsyncWrite for Activity {
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
         let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            me.touch();
-        }
+        me.wrote(&r);
         r
     }
 
@@ -329,7 +366,12 @@ impl AsyncWrite for Activity {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_flush(cx);
+        if r.is_pending() {
+            me.wrote(&r);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
