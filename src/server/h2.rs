@@ -15,7 +15,8 @@
 //! A GOAWAY (hyper's graceful shutdown) ends the connection on shutdown, on
 //! a reload (the generation is retired), after `keepalive_requests`
 //! streams, and after `keepalive_timeout` without any traffic; streams in
-//! flight finish first.
+//! flight finish first. A client that stops reading (a write blocked for
+//! `send_timeout`) is cut off; the check runs when the idle timer fires.
 
 use std::io;
 use std::pin::Pin;
@@ -70,15 +71,19 @@ pub enum Speak {
 
 /// Whether the connection speaks HTTP/2: ALPN `h2` on TLS; on a plain
 /// HTTP/2 address, the prior-knowledge preface (peeked, not consumed).
-pub async fn detect(gen: &Generation, stream: &ClientStream, timeout: Duration) -> Speak {
+pub async fn detect(
+    gen: &Generation,
+    stream: &ClientStream,
+    local: std::net::SocketAddr,
+    timeout: Duration,
+) -> Speak {
     match stream {
         MaybeTls::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => Speak::Http2,
         MaybeTls::Tls(_) => Speak::Http1,
         MaybeTls::Plain(s) => {
-            let offered_here = s
-                .local_addr()
-                .ok()
-                .and_then(|l| gen.vhosts.addr_conf(l))
+            let offered_here = gen
+                .vhosts
+                .addr_conf(local)
                 .is_some_and(|a| offered(a, &gen.http().servers));
             match offered_here {
                 true => sniff(s, Instant::now() + timeout).await,
