@@ -94,7 +94,8 @@ const NO_TEMP_FILES: Status = NoEffect(
 const NO_STATIC: Status = NoEffect("sluice does not serve static files yet");
 const NO_HASH: Status = NoEffect("sluice's lookup tables size themselves");
 const LATER_TLS: Status = NoEffect("TLS is not implemented yet");
-const LATER_H2: Status = NoEffect("HTTP/2 is not implemented yet");
+const NO_PUSH: Status =
+    NoEffect("HTTP/2 server push is not implemented (nginx 1.25.1 dropped it too)");
 const LATER_REWRITE: Status = NoEffect("the rewrite module (except return) is not implemented yet");
 const LATER_ACCESS: Status = NoEffect("access control and limits are not implemented yet");
 const LATER_OPS: Status = NoEffect("process management is not implemented yet");
@@ -196,7 +197,7 @@ pub static DIRECTIVES: &[Spec] = &[
     b("upstream", HTTP, n(1), OK),
     b("if", SERVER | LOCATION, AtLeast(1), LATER_REWRITE),
     b("limit_except", LOCATION, AtLeast(1), LATER_ACCESS),
-    d("listen", SERVER, AtLeast(1), Differs("ssl terminates TLS (rustls, ALPN http/1.1); the http2 parameter is not implemented yet and warns at load")),
+    d("listen", SERVER, AtLeast(1), Differs("ssl terminates TLS (rustls); http2 serves HTTP/2 (ALPN h2 with ssl, h2c prior knowledge and HTTP/1.1 side by side without)")),
     d("server_name", SERVER, AtLeast(1), OK),
     d("default_type", HSL | LIF, n(1), OK),
     d("log_format", HTTP, AtLeast(2), OK),
@@ -509,11 +510,11 @@ pub static DIRECTIVES: &[Spec] = &[
     d("ssl_trusted_certificate", HS, n(1), LATER_TLS),
     d("ssl_client_certificate", HS, n(1), LATER_TLS),
     d("ssl_verify_client", HS, n(1), LATER_TLS),
-    d("http2", HS, Flag, LATER_H2),
-    d("http2_max_concurrent_streams", HS, n(1), LATER_H2),
-    d("http2_recv_buffer_size", HTTP, n(1), LATER_H2),
-    d("http2_chunk_size", HSL, n(1), LATER_H2),
-    d("http2_extended_connect", HS, Flag, LATER_H2),
+    d("http2", HS, Flag, Differs("acts per address: HTTP/2 is offered on an address when its listen has http2 or any of its servers says http2 on")),
+    d("http2_max_concurrent_streams", HS, n(1), Differs("taken from the default server of the address")),
+    d("http2_recv_buffer_size", HTTP, n(1), Differs("bounds the connection's HTTP/2 receive window (unread request body data per connection)")),
+    d("http2_chunk_size", HSL, n(1), NoEffect("hyper frames HTTP/2 response data itself (frames of up to 16 KiB)")),
+    d("http2_extended_connect", HS, Flag, Differs("sluice extension (RFC 8441 WebSocket over HTTP/2, default on), bridged to HTTP/1.1 Upgrade upstream; taken from the default server of the address")),
     // upstream {}
     d("server", UPSTREAM, AtLeast(1), OK),
     d("least_conn", UPSTREAM, n(0), OK),
@@ -681,9 +682,9 @@ pub static DIRECTIVES: &[Spec] = &[
     d("ssl_early_data", HS, Flag, LATER_TLS),
     d("ssl_reject_handshake", HS, Flag, LATER_TLS),
     d("ssl_conf_command", HS, n(2), LATER_TLS),
-    d("http2_push", HSL, n(1), LATER_H2),
-    d("http2_push_preload", HSL, Flag, LATER_H2),
-    d("http2_idle_timeout", HS, n(1), LATER_H2),
+    d("http2_push", HSL, n(1), NO_PUSH),
+    d("http2_push_preload", HSL, Flag, NO_PUSH),
+    d("http2_idle_timeout", HS, n(1), NoEffect("obsolete in nginx since 1.19.7; keepalive_timeout closes idle HTTP/2 connections, as here")),
     d(
         "brotli",
         HSL | LIF,

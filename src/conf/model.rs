@@ -334,6 +334,11 @@ inherited! {
     gzip_vary: bool = false,
     gzip_proxied: u16 = gzip_proxied::OFF,
     gzip_disable: Arc<Vec<Regex>> = Arc::new(Vec::new()),
+    // h2: HTTP/2 from clients (src/server/h2.rs).
+    http2: bool = false,
+    http2_max_concurrent_streams: u64 = 128,
+    http2_recv_buffer_size: u64 = 256 << 10,
+    http2_extended_connect: bool = true,
     // tls: the server side's ssl_* settings (src/conf/ssl.rs).
     ssl_certificate: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),
     ssl_certificate_key: Arc<Vec<crate::conf::ssl::SslFile>> = Arc::new(Vec::new()),

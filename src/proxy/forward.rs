@@ -211,6 +211,10 @@ pub async fn forward(
             }
         }
     }
+    // h2: an HTTP/2 WebSocket stream needs a location that proxies WebSockets.
+    if super::h2ws::refused(&state, &head) {
+        return super::h2ws::error(state, 501, None);
+    }
     let method = match &settings.proxy_method {
         Some(m) => http::Method::from_bytes(m.as_bytes()).unwrap_or(state.parts.method.clone()),
         None => state.parts.method.clone(),
@@ -658,6 +662,11 @@ async fn relay(
     t0: Instant,
     matcher: &LocationMatch,
 ) -> Response<ProxyBody> {
+    // h2: WebSocket over HTTP/2 answers the stream itself (proxy::h2ws).
+    if super::h2ws::takes(&state, ok.response.status()) {
+        let r = ok.response;
+        return super::h2ws::relay(state, r, peer, client_upgrade, up_info, t0, matcher).await;
+    }
     let settings = state.settings.clone();
     let tokens = settings.server_tokens;
     let mut response = ok.response;

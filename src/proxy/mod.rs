@@ -6,6 +6,7 @@ pub mod buffer;
 pub mod drain;
 pub mod forward;
 pub mod gzip;
+pub mod h2ws;
 pub mod headers;
 pub mod pages;
 pub mod redirect;

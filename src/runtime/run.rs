@@ -233,6 +233,7 @@ async fn serve(
                                 checks = crate::upstream::check::start(&g.upstreams);
                                 super::drain::reloaded(&g);
                                 current.store(Arc::new(g));
+                                old.retired.cancel(); // h2: GOAWAY on the old generation's connections
                                 listeners.retain(|addr, stop| {
                                     let keep = wanted.contains_key(addr);
                                     if !keep {

@@ -134,6 +134,14 @@ async fn serve(
             }
         }
     };
+    // h2: HTTP/2 by ALPN or prior knowledge; the head guard is HTTP/1's.
+    match super::h2::detect(&gen, &stream, state.local, limits.header_timeout).await {
+        super::h2::Speak::Http2 => {
+            return super::h2::serve(stream, gen, state, settings, stop).await
+        }
+        super::h2::Speak::Close => return,
+        super::h2::Speak::Http1 => {}
+    }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod guard;
+pub mod h2;
 pub mod listen;
 pub mod location;
 pub mod request;
@@ -41,6 +42,9 @@ pub struct Generation {
     pub logs: Arc<AccessLogs>,
     /// Cancelled to end tunnels on shutdown.
     pub shutdown: CancellationToken,
+    /// h2: cancelled when a reload replaces this generation, so HTTP/2
+    /// connections send GOAWAY and clients reconnect to the new one.
+    pub retired: CancellationToken,
     /// Open WebSocket tunnels, so shutdown can wait for them.
     pub tunnels: TaskTracker,
     /// Per-location cancellation of WebSocket tunnels, shared by every
@@ -100,6 +104,7 @@ impl Generation {
             empty_http,
             logs,
             shutdown,
+            retired: CancellationToken::new(),
             tunnels,
             tunnel_scopes: prev.map_or_else(Default::default, |p| p.tunnel_scopes.clone()),
         })

@@ -197,7 +197,8 @@ pub async fn handle(
         None => None,
     };
     let bad_host = host_raw.is_some() && host_norm.is_none();
-    let missing_host = host_raw.is_none() && parts.version == http::Version::HTTP_11;
+    // h2: HTTP/2 needs :authority or Host too, as in nginx.
+    let missing_host = host_raw.is_none() && parts.version >= http::Version::HTTP_11;
     let selected = gen.vhosts.select(conn.local, host_norm.as_deref());
     let (server_idx, server_caps) = match selected {
         Some((i, caps)) => {

@@ -7,7 +7,7 @@
 //! (`ssl_protocols`, `ssl_ciphers`, session settings) comes from the default
 //! server of the address: the SNI callback switches only the certificate.
 //!
-//! ALPN offers `http/1.1` only; `h2` comes with HTTP/2.
+//! ALPN offers `h2` (before `http/1.1`) on addresses that serve HTTP/2.
 
 use std::io;
 use std::net::SocketAddr;
@@ -169,7 +169,8 @@ impl TlsTable {
                 certs: certs.clone(),
             };
             let loc = servers.get(a.default_server).map(|s| s.loc.clone());
-            let cfg = server_config(settings, Arc::new(resolver)).map_err(|e| {
+            let h2 = super::h2::offered(a, servers);
+            let cfg = server_config(settings, Arc::new(resolver), h2).map_err(|e| {
                 let text = format!("cannot set up TLS for {}: {e}", a.key);
                 match &loc {
                     Some(l) => ConfError::msg(text, l),
@@ -192,13 +193,17 @@ impl TlsTable {
 fn server_config(
     tls: &ServerTls,
     resolver: Arc<dyn ResolvesServerCert>,
+    h2: bool,
 ) -> Result<ServerConfig, rustls::Error> {
     let (provider, versions) = ssl::provider(tls.protocols, &tls.ciphers);
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = match h2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     cfg.ignore_client_order = tls.prefer_server_ciphers;
     cfg.session_storage = match tls.session_cache {
         SessionCache::Entries(n) => ServerSessionMemoryCache::new(n),

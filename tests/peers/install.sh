@@ -4,7 +4,8 @@
 # npm's ws and wscat (the nginx guide's Node server and its client), pinned in
 # package-lock.json, and the Prometheus text parser of the prometheus_client
 # Python package (tests/metrics.rs), and openssl, curl and Python websockets
-# for the TLS tests (tests/tls.rs). Idempotent: skips what is already there.
+# for the TLS tests (tests/tls.rs), and h2load (nghttp2-client) and Python's h2 and
+# wsproto for the HTTP/2 tests (tests/h2.rs). Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,7 +21,8 @@ apt_install() {
     fi
 }
 
-apt_install nginx-light chromium python3-prometheus-client openssl curl python3-websockets
+apt_install nginx-light chromium python3-prometheus-client openssl curl python3-websockets \
+    nghttp2-client python3-h2 python3-wsproto
 
 # npm ci wipes node_modules: only run it when the lock file changed since.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s node_modules/.sluice-lock package-lock.json; then

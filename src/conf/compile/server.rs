@@ -32,19 +32,7 @@ pub(super) fn compile(
     for d in body {
         cx.check(d, SERVER)?;
         match d.name.as_str() {
-            "listen" => {
-                let l = listen(d)?;
-                if l.http2 {
-                    cx.warn_once(
-                        "listen_ssl_http2",
-                        format!(
-                            "the \"http2\" parameter of \"listen\" is not supported yet; the address serves HTTP/1.x in {}",
-                            d.loc
-                        ),
-                    );
-                }
-                listens.push(l)
-            }
+            "listen" => listens.push(listen(d)?),
             "server_name" => {
                 for a in &d.args {
                     let name = server_name(a, &d.loc)?;

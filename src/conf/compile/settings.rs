@@ -63,6 +63,13 @@ pub(crate) fn apply(
         "keepalive_time" => set_once!(lv, keepalive_time, d, arg_time(d, 0)?),
         "send_timeout" => set_once!(lv, send_timeout, d, arg_time(d, 0)?),
         "tcp_nodelay" => set_once!(lv, tcp_nodelay, d, arg_flag(d)),
+        // h2
+        "http2" => set_once!(lv, http2, d, arg_flag(d)),
+        "http2_max_concurrent_streams" => {
+            set_once!(lv, http2_max_concurrent_streams, d, arg_num(d, 0)?)
+        }
+        "http2_recv_buffer_size" => set_once!(lv, http2_recv_buffer_size, d, arg_size(d, 0)?),
+        "http2_extended_connect" => set_once!(lv, http2_extended_connect, d, arg_flag(d)),
         "server_tokens" => {
             let v = match a[0].as_str() {
                 "on" => true,

@@ -1,0 +1,609 @@
+//! HTTP/2 from clients through the real binary, with real third-party
+//! HTTP/2 peers: curl (`--http2` over TLS with ALPN, `--http2-prior-knowledge`
+//! on a plain port), h2load and nghttp (many streams on one connection; the
+//! SETTINGS sluice sends), and for WebSocket over HTTP/2 (RFC 8441) to
+//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`.
+//! Upstreams speak HTTP/1.x. The peers are installed by
+//! tests/peers/install.sh; certificates are made by rcgen.
+
+mod common;
+mod interop_common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::backend::{Backend, Reply};
+use common::{main_block, temp_dir, Sluice};
+use interop_common::{repo_path, run_bounded, start_echo, PEER_WAIT};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A private CA and an ECDSA certificate for a.test and localhost.
+fn make_certs(dir: &Path) -> Certs {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "sluice h2 test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["a.test".into(), "localhost".into()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "a.test");
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let w = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Certs {
+        ca: w("ca.pem", ca.pem()),
+        cert: w("a.pem", cert.pem()),
+        key: w("a.key", key.serialize_pem()),
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn curl(dir: &Path, args: &[&str]) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS"]).args(args).stdin(Stdio::null());
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success(), "curl {args:?}: {err}");
+    (out, err)
+}
+
+/// A location proxying WebSockets the nginx way, and one that does not.
+fn locations(upstream: SocketAddr) -> String {
+    format!(
+        "location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header X-Proto $server_protocol;
+            proxy_set_header X-Http-Host $http_host;
+            proxy_set_header X-Scheme $scheme;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+        }}"
+    )
+}
+
+#[test]
+fn curl_http2_over_tls_reaches_an_http1_upstream_with_host_from_authority() {
+    let dir = temp_dir("h2-tls");
+    let certs = make_certs(&dir);
+    let backend = Backend::ok("through h2");
+    let (port, port2) = (common::free_port(), common::free_port());
+    let conf = format!(
+        "{main}http {{
+    access_log logs/access.log;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        server_name a.test;
+        ssl_certificate {c};
+        ssl_certificate_key {k};
+        {locs}
+    }}
+    server {{
+        listen 127.0.0.1:{port2} ssl;
+        http2 on;
+        ssl_certificate {c};
+        ssl_certificate_key {k};
+        location / {{ return 200 \"$server_protocol\\n\"; }}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+        locs = locations(backend.addr),
+    );
+    let s = Sluice::start("h2-tls", &conf);
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}/x?y=1");
+    let (out, _) = curl(
+        &dir,
+        &[
+            "--http2",
+            "--cacert",
+            &p(&certs.ca),
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ],
+    );
+    assert_eq!(out, "through h2\n2");
+    let r = backend.last();
+    assert_eq!(r.request_line, "GET /x?y=1 HTTP/1.1");
+    assert_eq!(r.header("host"), Some("a.test"));
+    assert_eq!(
+        r.header("x-http-host"),
+        Some(format!("a.test:{port}").as_str())
+    );
+    assert_eq!(r.header("x-proto"), Some("HTTP/2.0"));
+    assert_eq!(r.header("x-scheme"), Some("https"));
+    assert_eq!(r.header("upgrade"), None);
+
+    // A body with a length, and one without (curl streams stdin over h2
+    // without Content-Length): the upstream gets it chunked.
+    curl(
+        &dir,
+        &[
+            "--http2",
+            "--cacert",
+            &p(&certs.ca),
+            "--resolve",
+            &resolve,
+            "-d",
+            "a=1&b=2",
+            &url,
+        ],
+    );
+    let r = backend.last();
+    assert_eq!(r.request_line, "POST /x?y=1 HTTP/1.1");
+    assert_eq!(r.header("content-length"), Some("7"));
+    assert_eq!(r.body, b"a=1&b=2");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--http2",
+        "--cacert",
+        &p(&certs.ca),
+        "--resolve",
+        &resolve,
+        "-T",
+        "-",
+        &url,
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("curl");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&[b'z'; 100_000]).expect("write");
+    }
+    let out = child.wait_with_output().expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = backend.last();
+    assert_eq!(r.request_line, "PUT /x?y=1 HTTP/1.1");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body.len(), 100_000);
+
+    // HTTP/1.1 still works on the same address.
+    let (out, _) = curl(
+        &dir,
+        &[
+            "--http1.1",
+            "--cacert",
+            &p(&certs.ca),
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ],
+    );
+    assert_eq!(out, "through h2\n1.1");
+
+    // `http2 on;` in the server, as nginx 1.25 spells it.
+    let url2 = format!("https://localhost:{port2}/");
+    let (out, _) = curl(
+        &dir,
+        &[
+            "--http2",
+            "--cacert",
+            &p(&certs.ca),
+            "-w",
+            "%{http_version}",
+            &url2,
+        ],
+    );
+    assert_eq!(out, "HTTP/2.0\n2");
+
+    let log = std::fs::read_to_string(s.path("logs/access.log")).unwrap_or_default();
+    assert!(log.contains("\"GET /x?y=1 HTTP/2.0\" 200"), "{log}");
+}
+
+fn plain_conf(port: u16, extra: &str, upstream: SocketAddr) -> String {
+    format!(
+        "{main}http {{
+    access_log off;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        {extra}
+        {locs}
+        location /refused/ {{
+            proxy_pass http://{upstream};
+        }}
+        location = /inline {{ return 200 \"$server_protocol\\n\"; }}
+    }}
+}}
+",
+        main = main_block(),
+        locs = locations(upstream),
+    )
+}
+
+#[test]
+fn h2c_prior_knowledge_and_http1_share_a_plain_http2_port() {
+    let dir = temp_dir("h2c");
+    let backend = Backend::ok("h2c ok");
+    let port = common::free_port();
+    let _s = Sluice::start("h2c", &plain_conf(port, "", backend.addr));
+    let url = format!("http://127.0.0.1:{port}/p");
+    let (out, _) = curl(
+        &dir,
+        &["--http2-prior-knowledge", "-w", "\n%{http_version}", &url],
+    );
+    assert_eq!(out, "h2c ok\n2");
+    let r = backend.last();
+    assert_eq!(r.request_line, "GET /p HTTP/1.1");
+    assert_eq!(r.header("host"), Some("127.0.0.1"));
+    assert_eq!(
+        r.header("x-http-host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    assert_eq!(r.header("x-proto"), Some("HTTP/2.0"));
+    assert_eq!(r.header("x-scheme"), Some("http"));
+
+    let (out, _) = curl(&dir, &["--http1.1", "-w", "\n%{http_version}", &url]);
+    assert_eq!(out, "h2c ok\n1.1");
+    let inline = format!("http://127.0.0.1:{port}/inline");
+    let (out, _) = curl(&dir, &["--http2-prior-knowledge", &inline]);
+    assert_eq!(out, "HTTP/2.0\n");
+
+    // Neither :authority nor Host: 400, as nginx answers HTTP/2 without a host.
+    let script = format!(
+        "import socket, h2.config, h2.connection, h2.events\n\
+         s = socket.create_connection(('127.0.0.1', {port}), timeout=20)\n\
+         c = h2.connection.H2Connection(h2.config.H2Configuration(validate_outbound_headers=False))\n\
+         c.initiate_connection()\n\
+         c.send_headers(1, [(':method', 'GET'), (':scheme', 'http'), (':path', '/inline')], end_stream=True)\n\
+         s.sendall(c.data_to_send())\n\
+         while True:\n\
+         \x20   evs = c.receive_data(s.recv(65536))\n\
+         \x20   s.sendall(c.data_to_send())\n\
+         \x20   r = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]\n\
+         \x20   if r:\n\
+         \x20       print(dict(r[0].headers)[b':status'].decode())\n\
+         \x20       break\n"
+    );
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script]);
+    let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+    assert!(status.success(), "python: {err}");
+    assert_eq!(out, "400\n");
+}
+
+#[test]
+fn many_streams_on_one_connection_with_h2load_and_the_settings_sent() {
+    let dir = temp_dir("h2load");
+    let backend = Backend::ok("many");
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2load",
+        &plain_conf(port, "http2_max_concurrent_streams 16;", backend.addr),
+    );
+    let url = format!("http://127.0.0.1:{port}/load");
+    let mut cmd = Command::new("h2load");
+    // At most as many streams at once as the server allows: streams opened
+    // before its SETTINGS arrive beyond that would be refused.
+    cmd.args(["-n", "200", "-c", "1", "-m", "16", &url]);
+    let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+    assert!(status.success(), "h2load: {out}\n{err}");
+    assert!(
+        out.contains("200 total, 200 started, 200 done, 200 succeeded, 0 failed, 0 errored"),
+        "{out}"
+    );
+    assert!(out.contains("status codes: 200 2xx"), "{out}");
+    assert_eq!(backend.count(), 200);
+
+    // The SETTINGS frame: the stream limit and RFC 8441's connect protocol.
+    let mut cmd = Command::new("nghttp");
+    cmd.args(["-nv", &url]);
+    let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+    assert!(status.success(), "nghttp: {out}\n{err}");
+    assert!(
+        out.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):16"),
+        "{out}"
+    );
+    assert!(out.contains("(0x08):1"), "{out}");
+}
+
+fn h2ws_client(dir: &Path, port: u16, tls: Option<&Path>, paths: &[&str]) -> String {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(repo_path("tests/peers/h2ws_client.py"))
+        .args(["127.0.0.1", &port.to_string()]);
+    if let Some(ca) = tls {
+        cmd.args(["--tls", &p(ca)]);
+    }
+    cmd.args(paths);
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success(), "h2ws_client: {out}\n{err}");
+    out
+}
+
+#[test]
+fn websocket_over_http2_with_python_h2_to_sluice_echo() {
+    let dir = temp_dir("h2ws");
+    let certs = make_certs(&dir);
+    let (_echo, echo) = start_echo();
+    let refusing = Backend::start(Reply::Fixed(403, vec![], b"no".to_vec()));
+    let plain = Backend::ok("not a websocket");
+    let (port, tls_port) = (common::free_port(), common::free_port());
+    let conf = format!(
+        "{main}http {{
+    access_log off;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        listen 127.0.0.1:{tls_port} ssl http2;
+        ssl_certificate {c};
+        ssl_certificate_key {k};
+        {locs}
+        location /deny {{
+            proxy_pass http://{deny};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+        }}
+        location /plain {{
+            proxy_pass http://{plain};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+        }}
+        location /nows {{
+            proxy_pass http://{plain};
+        }}
+        location = /inline {{ return 200 \"inline\\n\"; }}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+        locs = locations(echo),
+        deny = refusing.addr,
+        plain = plain.addr,
+    );
+    let _s = Sluice::start("h2ws", &conf);
+    let out = h2ws_client(
+        &dir,
+        port,
+        None,
+        &["/ws", "/deny", "/plain", "/nows", "/inline", "/ws"],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let expect_session = |at: usize| {
+        assert!(
+            lines[at].starts_with("/ws status=200 settings_connect=1"),
+            "{out}"
+        );
+        assert_eq!(
+            lines[at + 1],
+            "text=Server received from client: hello over h2",
+            "{out}"
+        );
+        assert_eq!(lines[at + 2], "binary=ok", "{out}");
+        assert_eq!(lines[at + 3], "close=4001 bye", "{out}");
+    };
+    expect_session(0);
+    // The upstream refused the upgrade: its status goes back as is.
+    assert_eq!(lines[4], "/deny status=403 settings_connect=1", "{out}");
+    // An upstream that answers 200 without switching: no tunnel.
+    assert_eq!(lines[5], "/plain status=502 settings_connect=1", "{out}");
+    // A location that does not proxy WebSockets.
+    assert_eq!(lines[6], "/nows status=501 settings_connect=1", "{out}");
+    // `return 200` is no tunnel either.
+    assert_eq!(lines[7], "/inline status=501 settings_connect=1", "{out}");
+    // The connection still serves a second WebSocket stream.
+    expect_session(8);
+    assert_eq!(lines[12], "done", "{out}");
+    let r = refusing.last();
+    assert_eq!(r.request_line, "GET /deny HTTP/1.1");
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    assert_eq!(r.header("connection"), Some("upgrade"));
+    assert_eq!(r.header("sec-websocket-version"), Some("13"));
+    assert_eq!(r.header("sec-websocket-protocol"), Some("chat, superchat"));
+    assert_eq!(r.header("sec-websocket-key").map(str::len), Some(24));
+
+    // Over TLS with ALPN h2.
+    let out = h2ws_client(&dir, tls_port, Some(&certs.ca), &["/ws"]);
+    let lines: Vec<&str> = out.lines().collect();
+    expect_session_in(&lines, &out);
+
+    // Node's own http2 client, a second implementation of the client side.
+    let node = |path: &str| {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_path("tests/peers/h2ws_node.js"))
+            .args([&format!("http://127.0.0.1:{port}"), path]);
+        let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+        assert!(status.success(), "node: {out}\n{err}");
+        out
+    };
+    assert_eq!(
+        node("/ws"),
+        "status=200\ntext=Server received from client: hello from node\nclose=4002 node bye\n"
+    );
+    assert_eq!(node("/deny"), "status=403\n");
+}
+
+fn expect_session_in(lines: &[&str], out: &str) {
+    assert!(
+        lines[0].starts_with("/ws status=200 settings_connect=1"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1], "text=Server received from client: hello over h2",
+        "{out}"
+    );
+    assert_eq!(lines[2], "binary=ok", "{out}");
+    assert_eq!(lines[3], "close=4001 bye", "{out}");
+    assert_eq!(lines[4], "done", "{out}");
+}
+
+#[test]
+fn http2_extended_connect_off_advertises_no_connect_protocol() {
+    let dir = temp_dir("h2ws-off");
+    let backend = Backend::ok("x");
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2ws-off",
+        &plain_conf(port, "http2_extended_connect off;", backend.addr),
+    );
+    let mut cmd = Command::new("nghttp");
+    cmd.args(["-nv", &format!("http://127.0.0.1:{port}/inline")]);
+    let (status, out, err) = run_bounded(&mut cmd, &dir, PEER_WAIT);
+    assert!(status.success(), "nghttp: {out}\n{err}");
+    assert!(!out.contains("(0x08):1"), "{out}");
+}
+
+/// A Python h2 client that made one request and waits for a GOAWAY.
+fn goaway_watcher(port: u16) -> (interop_common::Proc, interop_common::Lines) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2ws_client.py"))
+        .args(["127.0.0.1", &port.to_string(), "--goaway", "/inline"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    lines.wait_for("ready");
+    (interop_common::Proc(Some(child)), lines)
+}
+
+#[test]
+fn goaway_on_reload_and_on_shutdown() {
+    let dir = temp_dir("h2-goaway");
+    let backend = Backend::ok("x");
+    let port = common::free_port();
+    let s = Sluice::start("h2-goaway", &plain_conf(port, "", backend.addr));
+
+    // A reload retires the connection's configuration: GOAWAY, no error.
+    let (mut proc, lines) = goaway_watcher(port);
+    s.signal(libc::SIGHUP);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0 last_stream="), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+    // New connections are served by the new configuration.
+    let url = format!("http://127.0.0.1:{port}/inline");
+    let (out, _) = curl(&dir, &["--http2-prior-knowledge", &url]);
+    assert_eq!(out, "HTTP/2.0\n");
+
+    // Shutdown (QUIT): GOAWAY, then sluice exits.
+    let (mut proc, lines) = goaway_watcher(port);
+    let status = s.quit();
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+    assert!(status.success());
+}
+
+#[test]
+fn goaway_after_keepalive_requests_and_keepalive_timeout() {
+    let backend = Backend::ok("x");
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-kareq",
+        &plain_conf(port, "keepalive_requests 1;", backend.addr),
+    );
+    let (mut proc, lines) = goaway_watcher(port);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-katime",
+        &plain_conf(port, "keepalive_timeout 1s;", backend.addr),
+    );
+    let (mut proc, lines) = goaway_watcher(port);
+    let line = lines.wait_for("goaway");
+    assert!(line.starts_with("goaway error=0"), "{line}");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+}
+
+#[test]
+fn large_bodies_both_ways_through_the_flow_control_windows() {
+    let dir = temp_dir("h2-big");
+    let body: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let backend = Backend::start(Reply::Fixed(200, vec![], body.clone()));
+    let port = common::free_port();
+    let _s = Sluice::start(
+        "h2-big",
+        &plain_conf(port, "client_max_body_size 16m;", backend.addr),
+    );
+    let up = dir.join("up.bin");
+    std::fs::write(&up, &body).unwrap();
+    let down = dir.join("down.bin");
+    let url = format!("http://127.0.0.1:{port}/big");
+    let data = format!("@{}", p(&up));
+    curl(
+        &dir,
+        &[
+            "--http2-prior-knowledge",
+            "--data-binary",
+            &data,
+            "-o",
+            &p(&down),
+            &url,
+        ],
+    );
+    let r = backend.last();
+    assert_eq!(r.header("content-length"), Some("6291456"));
+    assert!(r.body == body, "upload differs");
+    assert!(std::fs::read(&down).unwrap() == body, "download differs");
+}
+
+#[test]
+fn send_timeout_cuts_off_a_client_that_stops_reading() {
+    use std::io::Write;
+    let body = vec![b'b'; 16 << 20];
+    let backend = Backend::start(Reply::Fixed(200, vec![], body));
+    let port = common::free_port();
+    let s = Sluice::start(
+        "h2-stall",
+        &plain_conf(port, "keepalive_timeout 1s; send_timeout 1s;", backend.addr),
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2_stall.py"))
+        .args(["127.0.0.1", &port.to_string(), "/big"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    lines.wait_for("sent");
+    common::wait_until("the send_timeout line", || {
+        s.error_log()
+            .contains("client timed out (110: Connection timed out) while sending to client")
+    });
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    let line = lines.wait_for("closed after ");
+    let got: usize = line["closed after ".len()..]
+        .trim_end_matches(" bytes")
+        .parse()
+        .expect("count");
+    assert!(got < 16 << 20, "{line}");
+    interop_common::wait_bounded(&mut child, PEER_WAIT);
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""WebSocket over HTTP/2 (RFC 8441) client for tests/h2.rs, built on the
+third-party `h2` (HTTP/2) and `wsproto` (WebSocket framing) packages.
+
+usage: h2ws_client.py HOST PORT [--tls CA] [--goaway] PATH...
+
+For every PATH it opens an extended CONNECT stream on one connection and
+prints `PATH status=N settings_connect=0|1 [subprotocol=P]`. On a 200 it then
+sends a text message, a binary message and a close with code 4001, and
+prints what came back: `text=...`, `binary=<hex>`, `close=CODE REASON`.
+Ends with `done`. Every wait is bounded by a socket timeout.
+"""
+
+import socket
+import ssl
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
+
+args = sys.argv[1:]
+host, port = args[0], int(args[1])
+args = args[2:]
+ca = None
+if args and args[0] == "--tls":
+    ca = args[1]
+    args = args[2:]
+paths = args
+# `--goaway PATH`: one GET, print `ready`, then wait for the server's GOAWAY.
+goaway = bool(paths) and paths[0] == "--goaway"
+if goaway:
+    paths = paths[1:]
+
+sock = socket.create_connection((host, port), timeout=20)
+if ca:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2"])
+    sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+scheme = "https" if ca else "http"
+
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+conn.initiate_connection()
+sock.sendall(conn.data_to_send())
+
+events = []
+server_settings = {}
+
+
+def pump():
+    """Reads once and queues the events; False when the server closed."""
+    data = sock.recv(65536)
+    if not data:
+        return False
+    for ev in conn.receive_data(data):
+        if isinstance(ev, h2.events.RemoteSettingsChanged):
+            for k, v in ev.changed_settings.items():
+                server_settings[k] = v.new_value
+        if isinstance(ev, h2.events.DataReceived):
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        events.append(ev)
+    sock.sendall(conn.data_to_send())
+    return True
+
+
+def wait_for(pred):
+    while True:
+        for i, ev in enumerate(events):
+            if pred(ev):
+                return events.pop(i)
+        if not pump():
+            raise SystemExit("connection closed while waiting")
+
+
+# RFC 8441: the client may use :protocol once the server said it can.
+wait_for(lambda ev: isinstance(ev, h2.events.RemoteSettingsChanged))
+connect_ok = server_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL, 0)
+
+if goaway:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [(":method", "GET"), (":scheme", scheme), (":path", paths[0]),
+         (":authority", "localhost:%d" % port)],
+        end_stream=True,
+    )
+    sock.sendall(conn.data_to_send())
+    # Frames are read raw from here: python-h2 refuses the PING hyper sends
+    # after its first GOAWAY, dropping the events of the whole read.
+    sock.settimeout(60)
+    buf = b""
+    found = None
+    ended = False
+    # Both the response's end and a GOAWAY, in either order.
+    while found is None or not ended:
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit("connection closed before the response and a GOAWAY")
+        buf += data
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload = buf[9:9 + length]
+            buf = buf[9 + length:]
+            # END_STREAM on the response's HEADERS or DATA.
+            if kind in (0x0, 0x1) and stream == sid and flags & 0x1 and not ended:
+                ended = True
+                print("ready", flush=True)
+            if kind == 0x7 and found is None:
+                found = payload
+    last = int.from_bytes(found[:4], "big") & 0x7FFFFFFF
+    print("goaway error=%d last_stream=%d" % (int.from_bytes(found[4:8], "big"), last), flush=True)
+    sock.close()
+    sys.exit(0)
+
+for path in paths:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", scheme),
+            (":path", path),
+            (":authority", "localhost:%d" % port),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, superchat"),
+            ("origin", "http://localhost"),
+        ],
+    )
+    sock.sendall(conn.data_to_send())
+    resp = wait_for(
+        lambda ev: isinstance(ev, (h2.events.ResponseReceived, h2.events.StreamReset))
+        and ev.stream_id == sid
+    )
+    if isinstance(resp, h2.events.StreamReset):
+        print("%s reset=%d" % (path, resp.error_code), flush=True)
+        continue
+    headers = dict((k.decode(), v.decode()) for k, v in resp.headers)
+    line = "%s status=%s settings_connect=%d" % (path, headers[":status"], connect_ok)
+    if "sec-websocket-protocol" in headers:
+        line += " subprotocol=" + headers["sec-websocket-protocol"]
+    print(line, flush=True)
+    if headers[":status"] != "200":
+        continue
+
+    ws = Connection(ConnectionType.CLIENT)
+
+    def send(event):
+        # Within the server's flow-control windows: pump for WINDOW_UPDATEs.
+        data = ws.send(event)
+        while data:
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if room <= 0:
+                if not pump():
+                    raise SystemExit("connection closed while sending")
+                continue
+            conn.send_data(sid, data[:room])
+            data = data[room:]
+            sock.sendall(conn.data_to_send())
+
+    def next_ws():
+        while True:
+            for ev in ws.events():
+                return ev
+            got = wait_for(
+                lambda ev: isinstance(ev, (h2.events.DataReceived, h2.events.StreamEnded))
+                and ev.stream_id == sid
+            )
+            if isinstance(got, h2.events.StreamEnded):
+                raise SystemExit("stream ended before a WebSocket event")
+            ws.receive_data(got.data)
+
+    send(TextMessage(data="hello over h2"))
+    ev = next_ws()
+    print("text=%s" % ev.data, flush=True)
+    send(BytesMessage(data=bytes(range(256)) * 300))
+    # sluice echo answers a binary message with a prefix, then the bytes.
+    prefix = b"Server received from client: "
+    want = prefix + bytes(range(256)) * 300
+    got = b""
+    while len(got) < len(want):
+        ev = next_ws()
+        got += ev.data
+    print("binary=%s" % ("ok" if got == want else "mismatch %d" % len(got)), flush=True)
+    send(CloseConnection(code=4001, reason="bye"))
+    ev = next_ws()
+    print("close=%d %s" % (ev.code, ev.reason), flush=True)
+
+print("done", flush=True)
+conn.close_connection()
+sock.sendall(conn.data_to_send())
+sock.close()
