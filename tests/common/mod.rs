@@ -27,12 +27,29 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A loopback port nobody listens on right now. The port is released before
-/// sluice binds it; a clash with another process is possible but rare, and
-/// shows as a bind error in sluice's output rather than a wrong result.
+/// A loopback port nobody listens on right now, released before the server
+/// under test binds it. Ports come from below Linux's ephemeral range
+/// (32768-60999), so an outgoing connection of another test cannot take one
+/// as its local port in between; each is handed out once per process.
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::AtomicU32;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Processes running at once start at different places.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 pub fn bin() -> &'static str {

@@ -176,9 +176,19 @@ pub fn start_guide_server(dir: &Path) -> (Proc, u16) {
         .stderr(std::fs::File::create(dir.join("server.err")).expect("server.err"))
         .spawn()
         .expect("spawn node server.js");
-    let p = Proc(Some(child));
-    // server.js prints "Server started" before it listens: poll the port.
-    wait_port(port);
+    let mut p = Proc(Some(child));
+    // server.js prints "Server started" before it listens: poll the port,
+    // and say why if node gave up first.
+    let deadline = Instant::now() + PEER_WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = p.0.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "server.js is not listening on {port} ({exited:?}): {}",
+            std::fs::read_to_string(dir.join("server.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     (p, port)
 }
 
@@ -214,8 +224,7 @@ wss.on('connection', (ws, req) => {
 "#;
 
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr").port()
+    crate::common::free_port()
 }
 
 /// Reads an HTTP head (up to the blank line) byte by byte, so nothing after
