@@ -23,6 +23,7 @@ use crate::conf::{ConfError, Config};
 use crate::log::AccessLogs;
 use crate::proxy::headers::HeaderPlan;
 use crate::upstream::Upstreams;
+use request::HeaderNeeds;
 
 /// Everything a request needs that a load fixes, built once per load.
 pub struct Generation {
@@ -35,8 +36,10 @@ pub struct Generation {
     pub locations: Vec<location::LocationIndex>,
     pub upstreams: Arc<Upstreams>,
     /// `proxy_set_header` plans by the address of the `Settings` they serve.
-    plans: HashMap<usize, HeaderPlan>,
-    fallback_plan: HeaderPlan,
+    /// Per `Settings` (by address): the `proxy_set_header` plan and the
+    /// headers its access logs read, both known at load.
+    plans: Plans,
+    fallback_plan: (HeaderPlan, Arc<HeaderNeeds>),
     empty_http: HttpConf,
     fallback_settings: Arc<Settings>,
     pub logs: Arc<AccessLogs>,
@@ -93,7 +96,7 @@ impl Generation {
         let fallback_settings = Arc::new(crate::conf::model::LevelSettings::default().resolve());
         Ok(Generation {
             id,
-            fallback_plan: HeaderPlan::build(&fallback_settings),
+            fallback_plan: plans_for(&fallback_settings),
             fallback_settings,
             config: Arc::new(config),
             vhosts,
@@ -114,10 +117,23 @@ impl Generation {
         self.config.http.as_ref().unwrap_or(&self.empty_http)
     }
 
-    pub fn header_plan(&self, settings: &Arc<Settings>) -> &HeaderPlan {
+    fn per_settings(&self, settings: &Arc<Settings>) -> &(HeaderPlan, Arc<HeaderNeeds>) {
         self.plans
             .get(&(Arc::as_ptr(settings) as usize))
             .unwrap_or(&self.fallback_plan)
+    }
+
+    pub fn header_plan(&self, settings: &Arc<Settings>) -> &HeaderPlan {
+        &self.per_settings(settings).0
+    }
+
+    /// The headers the access logs of `settings` can read.
+    pub fn log_needs(&self, settings: &Arc<Settings>) -> Arc<HeaderNeeds> {
+        self.per_settings(settings).1.clone()
+    }
+
+    pub fn log_needs_ref(&self, settings: &Arc<Settings>) -> &HeaderNeeds {
+        &self.per_settings(settings).1
     }
 
     /// Settings of the default server for connections to `local`, for what
@@ -132,13 +148,19 @@ impl Generation {
     }
 }
 
-fn add_plan(plans: &mut HashMap<usize, HeaderPlan>, s: &Arc<Settings>) {
-    plans
-        .entry(Arc::as_ptr(s) as usize)
-        .or_insert_with(|| HeaderPlan::build(s));
+fn plans_for(s: &Settings) -> (HeaderPlan, Arc<HeaderNeeds>) {
+    (HeaderPlan::build(s), Arc::new(HeaderNeeds::for_logs(s)))
 }
 
-fn collect_plans(plans: &mut HashMap<usize, HeaderPlan>, locs: &[LocationConf]) {
+type Plans = HashMap<usize, (HeaderPlan, Arc<HeaderNeeds>)>;
+
+fn add_plan(plans: &mut Plans, s: &Arc<Settings>) {
+    plans
+        .entry(Arc::as_ptr(s) as usize)
+        .or_insert_with(|| plans_for(s));
+}
+
+fn collect_plans(plans: &mut Plans, locs: &[LocationConf]) {
     for l in locs {
         add_plan(plans, &l.settings);
         collect_plans(plans, &l.children);

@@ -74,54 +74,18 @@ impl RequestState {
         self.parts.extensions = http::Extensions::new();
     }
 
-    /// Which headers this location's access logs can read.
-    pub fn header_needs(&self) -> HeaderNeeds {
-        let mut needs = HeaderNeeds::default();
-        // The error log's context names the Host and Referer.
-        needs.request.add("host");
-        needs.request.add("referer");
-        for log in self.settings.access_log.iter() {
-            if let crate::conf::model::AccessLog::File {
-                format, condition, ..
-            } = log
-            {
-                needs.scan(format.template.vars());
-                if let Some(c) = condition {
-                    needs.scan(c.vars());
-                }
-            }
-        }
-        needs
+    /// Which headers this location's access logs can read, worked out once
+    /// at load (`Generation::log_needs`).
+    pub fn header_needs(&self) -> Arc<HeaderNeeds> {
+        self.gen.log_needs(&self.settings)
     }
 
     /// Whether this location's access logs can read the response headers
     /// and the upstream's (`$sent_http_*`, `$upstream_http_*`, a map): only
     /// then are copies of them kept for the log line.
     pub fn logs_read_headers(&self) -> (bool, bool) {
-        use crate::vars::{Builtin, Var};
-        let (mut resp, mut up) = (false, false);
-        for log in self.settings.access_log.iter() {
-            if let crate::conf::model::AccessLog::File {
-                format, condition, ..
-            } = log
-            {
-                let vars = format
-                    .template
-                    .vars()
-                    .chain(condition.iter().flat_map(|c| c.vars()));
-                for v in vars {
-                    match v {
-                        Var::SentHttp(_) => resp = true,
-                        Var::UpstreamHttp(_) | Var::Builtin(Builtin::UpstreamResponseLength) => {
-                            up = true
-                        }
-                        Var::Map(_) => return (true, true),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        (resp, up)
+        let needs = self.gen.log_needs_ref(&self.settings);
+        (needs.response.any(), needs.upstream.any())
     }
 
     /// Writes the access log lines for the finished request.
@@ -431,6 +395,32 @@ pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
 
 #[cfg(test)]
 mod tests {
+    use super::HeaderNeeds;
+
+    fn needs(http: &str) -> HeaderNeeds {
+        let text =
+            format!("events {{}} http {{ {http} server {{ location / {{ return 200; }} }} }}");
+        let c =
+            crate::conf::load_str(&text, "t.conf", std::path::Path::new("/tmp")).expect("config");
+        let http = c.http.expect("http");
+        HeaderNeeds::for_logs(&http.servers[0].locations[0].settings)
+    }
+
+    #[test]
+    fn log_needs_follow_the_formats() {
+        let n = needs(
+            "log_format f '$http_user_agent $upstream_response_length'; access_log /tmp/a f;",
+        );
+        assert!(!n.response.any());
+        assert!(n.upstream.any());
+        let n = needs("log_format f '$sent_http_content_type'; access_log /tmp/a f;");
+        assert!(n.response.any() && !n.upstream.any());
+        let n = needs("access_log off;");
+        assert!(!n.response.any() && !n.upstream.any());
+        // The error log's context always needs Host and Referer.
+        assert!(n.request.any());
+    }
+
     use super::*;
 
     #[test]
@@ -458,6 +448,11 @@ pub struct NameSet {
 }
 
 impl NameSet {
+    /// Whether any header is wanted.
+    pub fn any(&self) -> bool {
+        self.all || !self.names.is_empty()
+    }
+
     fn add(&mut self, name: &str) {
         if !self.names.iter().any(|n| &**n == name) {
             self.names.push(name.into());
@@ -484,6 +479,26 @@ impl NameSet {
 }
 
 impl HeaderNeeds {
+    /// The headers the access logs of `settings` can read, and those the
+    /// error log's context names (Host, Referer).
+    pub fn for_logs(settings: &Settings) -> HeaderNeeds {
+        let mut needs = HeaderNeeds::default();
+        needs.request.add("host");
+        needs.request.add("referer");
+        for log in settings.access_log.iter() {
+            if let crate::conf::model::AccessLog::File {
+                format, condition, ..
+            } = log
+            {
+                needs.scan(format.template.vars());
+                if let Some(c) = condition {
+                    needs.scan(c.vars());
+                }
+            }
+        }
+        needs
+    }
+
     fn scan<'a>(&mut self, vars: impl Iterator<Item = &'a crate::vars::Var>) {
         use crate::vars::{Builtin, Var};
         for v in vars {
@@ -492,6 +507,10 @@ impl HeaderNeeds {
                 Var::Cookie(_) => self.request.add("cookie"),
                 Var::SentHttp(n) => self.response.add(n),
                 Var::UpstreamHttp(n) => self.upstream.add(n),
+                // Read from the upstream's Content-Length.
+                Var::Builtin(Builtin::UpstreamResponseLength) => {
+                    self.upstream.add("content-length")
+                }
                 Var::Builtin(Builtin::ProxyAddXForwardedFor) => self.request.add("x-forwarded-for"),
                 Var::Builtin(Builtin::ContentLength) => self.request.add("content-length"),
                 Var::Builtin(Builtin::ContentType) => self.request.add("content-type"),
