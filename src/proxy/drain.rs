@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::conf::model::{
@@ -26,7 +25,7 @@ use crate::conf::model::{
 };
 use crate::server::Generation;
 
-use super::tunnel::{self, Leftover, TunnelEnd, TunnelStats, TunnelTimeouts};
+use super::tunnel::{self, Leftover, TunnelEnd, TunnelIo, TunnelStats, TunnelTimeouts};
 use super::wsframe::{self, FrameTracker, WsFrames, GOING_AWAY};
 
 /// How long the frame in flight may take to finish, each way.
@@ -37,24 +36,25 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs a tunnel; if `websocket`, a cancelled tunnel is closed with close
 /// frames after its turn in `window` (picked from `conn_id`, so closes are
 /// spread evenly rather than all at once). Other tunnels end as
-/// [`tunnel::run`] ends them.
+/// [`tunnel::run`] ends them. The streams may be TCP, TLS or HTTP/2: the
+/// close frames go inside whatever carries the WebSocket.
 ///
 /// A plain `fn` returning the future, which holds the one running tunnel
 /// future inline and nothing else of size: an idle tunnel's task is sized by
 /// it. What only a cancelled tunnel runs (its turn, the close frames) is in a
 /// boxed future, allocated when the drain comes.
 #[allow(clippy::too_many_arguments)]
-pub fn run_tunnel(
-    client: TcpStream,
+pub fn run_tunnel<C: TunnelIo, U: TunnelIo>(
+    client: C,
     client_pending: Bytes,
-    upstream: TcpStream,
+    upstream: U,
     upstream_pending: Bytes,
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
     websocket: bool,
     conn_id: u64,
     window: Duration,
-) -> impl std::future::Future<Output = TunnelStats> + Send {
+) -> impl std::future::Future<Output = TunnelStats<C, U>> + Send {
     let gauge = websocket.then(crate::runtime::metrics::TunnelGauge::open);
     // Only this is kept beside the tunnel for the drain (not the window and
     // id it comes from, nor the timeouts, which the leftover carries).
@@ -87,7 +87,10 @@ pub fn run_tunnel(
 
 /// A cancelled WebSocket tunnel (`stats.leftover` set): keeps it going for
 /// `offset` (its turn in the drain window), then closes it with close frames.
-async fn drain_ws(mut stats: TunnelStats, offset: Duration) -> TunnelStats {
+async fn drain_ws<C: TunnelIo, U: TunnelIo>(
+    mut stats: TunnelStats<C, U>,
+    offset: Duration,
+) -> TunnelStats<C, U> {
     if !offset.is_zero() {
         let Some(left) = stats.leftover.take() else {
             return stats;
@@ -144,10 +147,10 @@ pub fn spread(conn_id: u64, window: Duration) -> Duration {
 
 /// Closes a cancelled WebSocket tunnel; returns the bytes written to the
 /// upstream and to the client.
-pub async fn close(left: Leftover) -> (u64, u64) {
+pub async fn close<C: TunnelIo, U: TunnelIo>(left: Leftover<C, U>) -> (u64, u64) {
     let Leftover {
-        mut client,
-        mut upstream,
+        client,
+        upstream,
         to_client,
         to_upstream,
         ws,
@@ -157,8 +160,8 @@ pub async fn close(left: Leftover) -> (u64, u64) {
         c2u: mut fc,
         u2c: mut fu,
     } = ws.unwrap_or_default();
-    let (mut cr, mut cw) = client.split();
-    let (mut ur, mut uw) = upstream.split();
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
     let mask = wsframe::mask_key();
     let (c2u, u2c) = tokio::join!(
         tokio::time::timeout(

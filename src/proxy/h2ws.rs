@@ -202,17 +202,21 @@ pub async fn relay(
             true => Bytes::new(),
             false => Bytes::copy_from_slice(&u.read_buf),
         };
-        let gauge = crate::runtime::metrics::TunnelGauge::open();
-        let stats = super::tls_tunnel::run(
+        // The stream carries a WebSocket: on shutdown or a draining reload
+        // both sides get close 1001, inside the stream's DATA for the client.
+        let window = state.gen.config.main.websocket_drain_window;
+        let stats = super::drain::run_tunnel(
             TokioIo::new(client),
             Bytes::new(),
             upstream,
             pending,
             timeouts,
             cancel,
+            true,
+            id,
+            window,
         )
         .await;
-        gauge.bytes(stats.client_to_upstream, stats.upstream_to_client);
         if let TunnelEnd::Timeout(kind) = &stats.end {
             let ctx = log_ctx(&state);
             crate::error_log!(

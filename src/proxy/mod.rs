@@ -10,7 +10,6 @@ pub mod h2ws;
 pub mod headers;
 pub mod pages;
 pub mod redirect;
-pub mod tls_tunnel;
 pub mod tunnel;
 pub mod upgraded;
 pub mod upstream_tls;

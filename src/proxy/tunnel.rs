@@ -5,7 +5,7 @@
 //! # Memory
 //!
 //! An idle tunnel owns no user-space buffer. Each direction waits for the
-//! source socket to become readable, reads into a per-thread scratch buffer
+//! source to become readable, reads into a per-thread scratch buffer
 //! ([`SCRATCH_SIZE`]) that is borrowed only for one synchronous read+write, and
 //! writes it straight on. Only when the destination would block is the
 //! unwritten remainder copied into a pending buffer owned by the tunnel; the
@@ -13,6 +13,12 @@
 //! the buffer is released as soon as it is. So a tunnel holds at most one
 //! scratch-sized pending buffer per direction (plus the pre-read bytes handed
 //! in by the caller), and [`buffered_bytes`] reports the process-wide total.
+//!
+//! The tunnel is generic over its two streams: plain TCP sockets (where a
+//! read is a readiness wait plus `recv`), TLS streams (rustls keeps only a
+//! partial record between reads; a write may stay in its buffer until
+//! flushed, so a direction flushes before it reads again) and HTTP/2 streams
+//! (RFC 8441), all with the same copy loop, timers and drain.
 //!
 //! # Timeouts, as nginx applies them to upgraded connections
 //!
@@ -75,7 +81,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -139,12 +148,17 @@ pub enum TunnelEnd {
     Cancelled,
 }
 
-/// What a cancelled tunnel hands back: both sockets, still open, and the bytes
+/// Either end of a tunnel: a TCP socket, a TLS stream, an HTTP/2 stream.
+pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> TunnelIo for T {}
+
+/// What a cancelled tunnel hands back: both streams, still open, and the bytes
 /// read but not yet written each way (to be written first).
 #[derive(Debug)]
-pub struct Leftover {
-    pub client: TcpStream,
-    pub upstream: TcpStream,
+pub struct Leftover<C = TcpStream, U = TcpStream> {
+    pub client: C,
+    pub upstream: U,
     pub to_client: Bytes,
     pub to_upstream: Bytes,
     /// Frame positions each way (WebSocket tunnels only), as of every byte
@@ -156,7 +170,7 @@ pub struct Leftover {
 
 /// The outcome of [`run`].
 #[derive(Debug)]
-pub struct TunnelStats {
+pub struct TunnelStats<C = TcpStream, U = TcpStream> {
     /// Bytes written to the upstream (pre-read client bytes included).
     pub client_to_upstream: u64,
     /// Bytes written to the client (pre-read upstream bytes included).
@@ -164,7 +178,19 @@ pub struct TunnelStats {
     pub end: TunnelEnd,
     /// `Some` only when `end` is [`TunnelEnd::Cancelled`]; otherwise both
     /// sockets have been closed (dropped) before `run` returns.
-    pub leftover: Option<Leftover>,
+    pub leftover: Option<Leftover<C, U>>,
+}
+
+impl<C, U> TunnelStats<C, U> {
+    /// The figures, closing whatever the tunnel still held.
+    pub fn finished(self) -> TunnelStats {
+        TunnelStats {
+            client_to_upstream: self.client_to_upstream,
+            upstream_to_client: self.upstream_to_client,
+            end: self.end,
+            leftover: None,
+        }
+    }
 }
 
 static BUFFERED: AtomicU64 = AtomicU64::new(0);
@@ -190,6 +216,8 @@ struct Half {
     pending: Bytes,
     read_eof: bool,
     shut: bool,
+    /// Written since the last flush: a TLS or HTTP/2 destination may hold it.
+    unflushed: bool,
     written: u64,
 }
 
@@ -240,10 +268,6 @@ enum Fail {
     Write(io::Error),
 }
 
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
 /// Notes WebSocket frame boundaries in bytes read, when tracked.
 fn track(frames: Option<&mut FrameTracker>, bytes: &[u8]) {
     if let Some(f) = frames {
@@ -254,75 +278,86 @@ fn track(frames: Option<&mut FrameTracker>, bytes: &[u8]) {
 /// Copies `src` to `dst` until either would block (`Pending`), the direction
 /// is finished (`Ready(Ok)`), or it fails. Sets `active` when any byte or EOF
 /// moved.
-fn poll_half(
+fn poll_half<R, W>(
     half: &mut Half,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &mut R,
+    dst: &mut W,
     cx: &mut Context<'_>,
     active: &mut bool,
     mut frames: Option<&mut FrameTracker>,
-) -> Poll<Result<(), Fail>> {
+) -> Poll<Result<(), Fail>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     loop {
         while !half.pending.is_empty() {
-            if let Err(e) = std::task::ready!(dst.poll_write_ready(cx)) {
-                return Poll::Ready(Err(Fail::Write(e)));
-            }
-            match dst.try_write(&half.pending) {
+            match std::task::ready!(Pin::new(&mut *dst).poll_write(cx, &half.pending)) {
                 Ok(0) => return Poll::Ready(Err(Fail::Write(io::ErrorKind::WriteZero.into()))),
                 Ok(n) => {
                     half.consume(n);
+                    half.unflushed = true;
                     *active = true;
                 }
-                Err(e) if would_block(&e) => {}
                 Err(e) => return Poll::Ready(Err(Fail::Write(e))),
             }
         }
+        if half.unflushed {
+            // A no-op for TCP; pushes TLS records and HTTP/2 DATA out, so a
+            // stream's buffer is never refilled before it drained.
+            if let Err(e) = std::task::ready!(Pin::new(&mut *dst).poll_flush(cx)) {
+                return Poll::Ready(Err(Fail::Write(e)));
+            }
+            half.unflushed = false;
+        }
         if half.read_eof {
             if !half.shut {
-                half.shut = true;
-                // Fails only if the peer is already gone, which the other
-                // direction will report.
-                if let Err(e) = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
-                    crate::error_log!(
-                        crate::conf::model::LogLevel::Debug,
-                        "tunnel shutdown(SHUT_WR): {e}"
-                    );
+                // shutdown(SHUT_WR) for TCP, close_notify for TLS, END_STREAM
+                // for HTTP/2. Fails only if the peer is already gone, which
+                // the other direction will report.
+                if let Err(e) = std::task::ready!(Pin::new(&mut *dst).poll_shutdown(cx)) {
+                    crate::error_log!(crate::conf::model::LogLevel::Debug, "tunnel shutdown: {e}");
                 }
+                half.shut = true;
             }
             return Poll::Ready(Ok(()));
         }
-        if let Err(e) = std::task::ready!(src.poll_read_ready(cx)) {
-            return Poll::Ready(Err(Fail::Read(e)));
-        }
-        // Ok(true): bytes moved or EOF; Ok(false): spurious readiness, the
-        // next poll_read_ready registers interest.
-        let step = SCRATCH.with_borrow_mut(|buf| match src.try_read(buf) {
-            Ok(0) => {
-                half.read_eof = true;
-                Ok(true)
-            }
-            Ok(n) => {
-                track(frames.as_deref_mut(), &buf[..n]);
-                match dst.try_write(&buf[..n]) {
-                    Ok(m) => {
-                        half.written += m as u64;
-                        if m < n {
-                            half.set_pending(&buf[m..n]);
+        // Ok(true): bytes moved or EOF; Ok(false): nothing to read, interest
+        // registered.
+        let step = SCRATCH.with_borrow_mut(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+                Poll::Pending => Ok(false),
+                Poll::Ready(Err(e)) => Err(Fail::Read(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    half.read_eof = true;
+                    Ok(true)
+                }
+                Poll::Ready(Ok(())) => {
+                    let data = rb.filled();
+                    track(frames.as_deref_mut(), data);
+                    match Pin::new(&mut *dst).poll_write(cx, data) {
+                        Poll::Ready(Ok(0)) => Err(Fail::Write(io::ErrorKind::WriteZero.into())),
+                        Poll::Ready(Ok(m)) => {
+                            half.written += m as u64;
+                            half.unflushed = true;
+                            if m < data.len() {
+                                half.set_pending(&data[m..]);
+                            }
+                            Ok(true)
                         }
-                        Ok(true)
+                        Poll::Pending => {
+                            half.set_pending(data);
+                            Ok(true)
+                        }
+                        Poll::Ready(Err(e)) => Err(Fail::Write(e)),
                     }
-                    Err(e) if would_block(&e) => {
-                        half.set_pending(&buf[..n]);
-                        Ok(true)
-                    }
-                    Err(e) => Err(Fail::Write(e)),
                 }
             }
-            Err(e) if would_block(&e) => Ok(false),
-            Err(e) => Err(Fail::Read(e)),
         });
         match step {
-            Ok(moved) => *active |= moved,
+            Ok(true) => *active = true,
+            Ok(false) => return Poll::Pending,
             Err(fail) => return Poll::Ready(Err(fail)),
         }
     }
@@ -365,9 +400,9 @@ impl From<Timers> for TunnelTimeouts {
     }
 }
 
-struct State {
-    client: TcpStream,
-    upstream: TcpStream,
+struct State<C, U> {
+    client: C,
+    upstream: U,
     c2u: Half,
     u2c: Half,
     timeouts: Timers,
@@ -376,7 +411,7 @@ struct State {
     ws: Option<WsFrames>,
 }
 
-impl State {
+impl<C: TunnelIo, U: TunnelIo> State<C, U> {
     /// The earliest armed deadline and the timer it belongs to.
     fn next_deadline(&self) -> (Instant, TimeoutKind) {
         let t = &self.timeouts;
@@ -411,8 +446,8 @@ impl State {
         };
         let c2u = poll_half(
             &mut self.c2u,
-            &self.client,
-            &self.upstream,
+            &mut self.client,
+            &mut self.upstream,
             cx,
             &mut active,
             fc,
@@ -421,8 +456,8 @@ impl State {
             Poll::Ready(Err(_)) => Poll::Pending,
             _ => poll_half(
                 &mut self.u2c,
-                &self.upstream,
-                &self.client,
+                &mut self.upstream,
+                &mut self.client,
                 cx,
                 &mut active,
                 fu,
@@ -455,14 +490,14 @@ impl State {
 /// A plain `fn` returning the future (rather than an `async fn`) so the
 /// arguments are moved into the state once instead of being kept beside it:
 /// the future stays small (see the `the_future_is_small` test).
-pub fn run(
-    client: TcpStream,
+pub fn run<C: TunnelIo, U: TunnelIo>(
+    client: C,
     client_pending: Bytes,
-    upstream: TcpStream,
+    upstream: U,
     upstream_pending: Bytes,
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
-) -> impl Future<Output = TunnelStats> + Send {
+) -> impl Future<Output = TunnelStats<C, U>> + Send {
     run_ws(
         client,
         client_pending,
@@ -477,15 +512,15 @@ pub fn run(
 /// [`run`], tracking WebSocket frame boundaries each way when `ws` is given
 /// (its state must already account for the pending bytes; see
 /// [`WsFrames::new`]), so that a cancelled tunnel can be closed cleanly.
-pub fn run_ws(
-    client: TcpStream,
+pub fn run_ws<C: TunnelIo, U: TunnelIo>(
+    client: C,
     client_pending: Bytes,
-    upstream: TcpStream,
+    upstream: U,
     upstream_pending: Bytes,
     timeouts: TunnelTimeouts,
     cancel: CancellationToken,
     ws: Option<WsFrames>,
-) -> impl Future<Output = TunnelStats> + Send {
+) -> impl Future<Output = TunnelStats<C, U>> + Send {
     let mut st = State {
         client,
         upstream,
@@ -562,7 +597,7 @@ mod tests {
     }
 
     /// (client peer, upstream peer, tunnel state with an old last activity)
-    async fn state() -> (TcpStream, TcpStream, State) {
+    async fn state() -> (TcpStream, TcpStream, State<TcpStream, TcpStream>) {
         let (client, proxy_client) = pair().await;
         let (upstream, proxy_upstream) = pair().await;
         let st = State {
@@ -584,7 +619,7 @@ mod tests {
     }
 
     /// Polls the copy loop until `dst` has received `n` bytes.
-    async fn pump(st: &mut State, dst: &mut TcpStream, n: usize) {
+    async fn pump(st: &mut State<TcpStream, TcpStream>, dst: &mut TcpStream, n: usize) {
         let mut got = vec![0u8; n];
         let read = dst.read_exact(&mut got);
         tokio::pin!(read);
@@ -643,5 +678,103 @@ mod tests {
         // Not counted in the gauge: set directly above.
         st.c2u.pending = Bytes::new();
         st.u2c.pending = Bytes::new();
+    }
+
+    fn timeouts(idle: Duration) -> TunnelTimeouts {
+        TunnelTimeouts {
+            upstream_read: idle,
+            upstream_send: Duration::from_secs(30),
+            client_send: Duration::from_secs(30),
+            client_read: None,
+        }
+    }
+
+    // Streams that are not sockets (TLS, HTTP/2) go through the same loop:
+    // in-memory pipes stand in for them here.
+    #[tokio::test]
+    async fn any_stream_copies_both_ways_with_pending_bytes_and_half_close() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let task = tokio::spawn(run(
+            client,
+            Bytes::from_static(b"early"),
+            upstream,
+            Bytes::from_static(b"hello"),
+            timeouts(Duration::from_secs(30)),
+            CancellationToken::new(),
+        ));
+        client_peer.write_all(b" client").await.expect("write");
+        client_peer.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        upstream_peer.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"early client");
+        upstream_peer.write_all(b" upstream").await.expect("write");
+        upstream_peer.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"hello upstream");
+        let stats = task.await.expect("join");
+        assert!(matches!(stats.end, TunnelEnd::Closed));
+        assert_eq!(
+            (stats.client_to_upstream, stats.upstream_to_client),
+            (12, 14)
+        );
+    }
+
+    // An upstream pipe of 64 bytes nobody reads: one poll of the copy loop
+    // moves one scratch's worth at most and then waits (backpressure).
+    #[tokio::test]
+    async fn a_stalled_stream_is_backpressured_with_bounded_pending() {
+        let (client, mut client_peer) = tokio::io::duplex(1 << 20);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let mut st = State {
+            client,
+            upstream,
+            c2u: Half::default(),
+            u2c: Half::default(),
+            timeouts: timeouts(Duration::from_secs(30)).into(),
+            last_activity: Instant::now(),
+            ws: None,
+        };
+        let block: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        client_peer.write_all(&block).await.expect("write");
+        poll_fn(|cx| {
+            assert!(st.poll_copy(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(st.c2u.written, 64);
+        assert_eq!(st.c2u.pending.len(), SCRATCH_SIZE - 64);
+        let mut got = vec![0u8; block.len()];
+        let read = upstream_peer.read_exact(&mut got);
+        tokio::pin!(read);
+        poll_fn(|cx| {
+            assert!(st.poll_copy(cx).is_pending());
+            assert!(st.c2u.pending.len() <= SCRATCH_SIZE);
+            read.as_mut().poll(cx)
+        })
+        .await
+        .expect("read");
+        assert_eq!(got, block);
+        assert!(st.c2u.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_tunnel_ends_after_proxy_read_timeout() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (upstream, _upstream_peer) = tokio::io::duplex(64);
+        let stats = run(
+            client,
+            Bytes::new(),
+            upstream,
+            Bytes::new(),
+            timeouts(Duration::from_millis(50)),
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(matches!(
+            stats.end,
+            TunnelEnd::Timeout(TimeoutKind::UpstreamRead)
+        ));
     }
 }

@@ -106,19 +106,22 @@ fn start(
                 spec.drain_window,
             ))
         }
-        // TLS on either side: the buffered tunnel, boxed so that plain
-        // tunnels do not pay for its size.
-        (c, up) => Either::Right(Box::pin(super::tls_tunnel::run_tunnel(
-            c,
-            client_pending,
-            up,
-            upstream_pending,
-            spec.timeouts,
-            spec.cancel,
-            spec.websocket,
-            log.conn_id(),
-            spec.drain_window,
-        ))),
+        // TLS on either side: the same tunnel over the TLS streams, boxed so
+        // that plain tunnels do not pay for its size.
+        (c, up) => Either::Right(Box::pin(
+            super::drain::run_tunnel(
+                c,
+                client_pending,
+                up,
+                upstream_pending,
+                spec.timeouts,
+                spec.cancel,
+                spec.websocket,
+                log.conn_id(),
+                spec.drain_window,
+            )
+            .map(TunnelStats::finished),
+        )),
     })
 }
 
