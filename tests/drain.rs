@@ -370,3 +370,87 @@ async fn by_default_a_reload_leaves_the_tunnels_of_a_removed_location_open() {
     drop(ws);
     assert!(s.quit().success());
 }
+
+/// A Node process printing lines, started with the test CA trusted.
+fn node_peer(
+    args: &[String],
+    ca: &std::path::Path,
+) -> (interop_common::Proc, interop_common::Lines) {
+    let mut child = interop_common::node()
+        .args(args)
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn node");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("node stdout"));
+    (interop_common::Proc(Some(child)), lines)
+}
+
+// WebSockets that travel inside TLS (wss://) or inside an HTTP/2 stream
+// (RFC 8441) get the same close frames as plain ones: inside the TLS
+// session, and as DATA on the client's stream before it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_sends_going_away_over_wss_and_over_http2_streams() {
+    let (up, mut closes) = upstream().await;
+    let port = common::free_port();
+    let dir = common::temp_dir("drain-tls");
+    let certs = common::certs::make(&dir, &["127.0.0.1", "localhost"]);
+    let conf = format!(
+        "{}websocket_drain_delay 0;\nwebsocket_drain_window 300ms;\nhttp {{\n access_log logs/access.log;\n server {{\n  listen 127.0.0.1:{port} ssl http2;\n  ssl_certificate {};\n  ssl_certificate_key {};\n  location / {{\n   proxy_pass http://{up};\n   proxy_http_version 1.1;\n   proxy_set_header Upgrade $http_upgrade;\n   proxy_set_header Connection \"Upgrade\";\n  }}\n }}\n}}\n",
+        main_block(),
+        certs.cert.display(),
+        certs.key.display(),
+    );
+    let mut s = Sluice::start("drain-tls", &conf);
+    // npm's ws over wss:// (HTTP/1.1 inside TLS).
+    let script = s.path("drain_client.js");
+    std::fs::write(&script, include_str!("interop_common/drain_client.js")).expect("script");
+    let (mut wss, wss_lines) = node_peer(
+        &[
+            script.display().to_string(),
+            format!("wss://127.0.0.1:{port}/ws"),
+        ],
+        &certs.ca,
+    );
+    // Node's http2 client with an extended CONNECT stream.
+    let (mut h2, h2_lines) = node_peer(
+        &[
+            interop_common::repo_path("tests/peers/h2ws_node.js")
+                .display()
+                .to_string(),
+            format!("https://127.0.0.1:{port}"),
+            "/ws".into(),
+            "--drain".into(),
+        ],
+        &certs.ca,
+    );
+    tokio::task::block_in_place(|| {
+        wss_lines.wait_for("open");
+        assert_eq!(h2_lines.wait_for("status="), "status=200");
+        assert_eq!(h2_lines.wait_for("text="), "text=hello from node");
+        h2_lines.wait_for("open");
+    });
+    s.signal(libc::SIGQUIT);
+    tokio::task::block_in_place(|| {
+        let closed = wss_lines.wait_for("close ");
+        assert!(
+            closed.starts_with("close 1001 "),
+            "wss client got {closed:?}"
+        );
+        assert_eq!(h2_lines.wait_for("close="), "close=1001 going away");
+        h2_lines.wait_for("ended");
+        for p in [&mut wss, &mut h2] {
+            let exit = interop_common::wait_bounded(
+                p.0.as_mut().expect("node"),
+                interop_common::PEER_WAIT,
+            );
+            assert!(exit.success(), "{exit}");
+        }
+    });
+    for _ in 0..2 {
+        assert_eq!(closes.recv().await.expect("close at upstream"), Some(1001));
+    }
+    assert!(wait_exit(&mut s).success());
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod backend;
+pub mod certs;
 pub mod nginx;
 mod seed;
 

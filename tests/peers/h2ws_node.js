@@ -1,22 +1,25 @@
 // WebSocket over HTTP/2 (RFC 8441) with Node's own http2 client, for
 // tests/h2.rs: a second, independent client beside Python's h2.
 //
-// usage: node h2ws_node.js URL PATH
+// usage: node h2ws_node.js URL PATH [--drain]
 //
 // Waits for the server's SETTINGS_ENABLE_CONNECT_PROTOCOL, opens an
 // extended CONNECT stream for PATH, prints `status=N`, then on 200 sends a
 // text message and a close with code 4002 and prints `text=...` and
-// `close=CODE REASON`. The WebSocket frames are written by hand (client
+// `close=CODE REASON`. With --drain it prints `open` after the echo instead
+// of closing, waits for the server's close (`close=CODE REASON`), answers
+// it, and prints `ended` when the stream ends. The WebSocket frames are written by hand (client
 // frames masked, RFC 6455 5.2) so nothing but Node is involved.
 'use strict';
 const http2 = require('http2');
 const crypto = require('crypto');
 
-const [url, path] = process.argv.slice(2);
+const [url, path, mode] = process.argv.slice(2);
+const drain = mode === '--drain';
 setTimeout(() => {
   console.error('timed out');
   process.exit(2);
-}, 20000).unref();
+}, drain ? 60000 : 20000).unref();
 
 function frame(opcode, payload) {
   const len = payload.length;
@@ -90,13 +93,19 @@ client.on('remoteSettings', (settings) => {
         if (!f) break;
         const [op, payload, rest] = f;
         buf = rest;
-        if (op === 1) {
+        if (op === 1 && drain) {
+          console.log(`text=${payload.toString()}`);
+          console.log('open');
+        } else if (op === 1) {
           console.log(`text=${payload.toString()}`);
           const reason = Buffer.from('node bye');
           const body = Buffer.alloc(2 + reason.length);
           body.writeUInt16BE(4002, 0);
           reason.copy(body, 2);
           req.write(frame(8, body));
+        } else if (op === 8 && drain) {
+          console.log(`close=${payload.readUInt16BE(0)} ${payload.subarray(2).toString()}`);
+          req.write(frame(8, payload.subarray(0, 2)));
         } else if (op === 8) {
           console.log(`close=${payload.readUInt16BE(0)} ${payload.subarray(2).toString()}`);
           req.end();
@@ -105,6 +114,13 @@ client.on('remoteSettings', (settings) => {
         }
       }
     });
+    if (drain) {
+      req.on('end', () => {
+        console.log('ended');
+        req.close();
+        client.close();
+      });
+    }
     req.write(frame(1, Buffer.from('hello from node')));
   });
   req.on('error', (e) => {
