@@ -607,3 +607,182 @@ fn send_timeout_cuts_off_a_client_that_stops_reading() {
     assert!(got < 16 << 20, "{line}");
     interop_common::wait_bounded(&mut child, PEER_WAIT);
 }
+
+/// Frames of the flow-control tests: 1024 binary WebSocket frames of 64 KiB
+/// (64 MiB of payload), frame k's byte j being (k + j) % 251; client frames
+/// are masked with the zero key (tests/peers/h2ws_flow.py makes the same).
+const FLOW_FRAMES: usize = 1024;
+
+fn flow_stream(masked: bool) -> Vec<u8> {
+    const PAYLOAD: usize = 65536;
+    let base: Vec<u8> = (0..PAYLOAD + 251).map(|j| (j % 251) as u8).collect();
+    let mut out = Vec::with_capacity(FLOW_FRAMES * (PAYLOAD + 14));
+    for k in 0..FLOW_FRAMES {
+        out.extend_from_slice(&[0x82, if masked { 0xff } else { 0x7f }]);
+        out.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
+        if masked {
+            out.extend_from_slice(&[0; 4]);
+        }
+        out.extend_from_slice(&base[k % 251..k % 251 + PAYLOAD]);
+    }
+    out
+}
+
+/// Bound on the growth of sluice's RSS while a stream is stalled: the
+/// windows and buffers configured (256 KiB connection window, 64 KiB stream
+/// window, 32 KiB send buffer, 2 x 8 KiB tunnel buffers) with ample room
+/// for the allocator, and an eighth of what the upstream or client has to send.
+const FLOW_RSS_BOUND_KIB: u64 = 8 << 10;
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .expect("sluice's VmRSS")
+}
+
+/// Bound on moving the 64 MiB through a debug build and Python's h2.
+const FLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
+
+fn flow_client(port: u16, mode: &str) -> (interop_common::Proc, interop_common::Lines) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2ws_flow.py"))
+        .args(["127.0.0.1", &port.to_string(), "/ws", mode])
+        .arg(FLOW_FRAMES.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    (interop_common::Proc(Some(child)), lines)
+}
+
+fn flow_conf(port: u16, upstream: SocketAddr) -> String {
+    plain_conf(
+        port,
+        "proxy_read_timeout 300s; proxy_send_timeout 300s; send_timeout 300s;",
+        upstream,
+    )
+    .replace(
+        "access_log off;",
+        "access_log off;\n    http2_recv_buffer_size 256k;",
+    )
+}
+
+#[test]
+fn websocket_over_http2_client_giving_no_window_back_holds_the_upstream() {
+    use std::io::{ErrorKind, Write};
+    let up = interop_common::RawUpstream::start();
+    let port = common::free_port();
+    let s = Sluice::start("h2ws-flow-down", &flow_conf(port, up.addr));
+    let (mut proc, lines) = flow_client(port, "down");
+    lines.wait_for("open");
+    let mut upstream = up.next();
+    let before = rss_kib(s.pid());
+
+    // The upstream pushes 64 MiB; a write that cannot progress for a second
+    // (SO_SNDTIMEO) reports how far it got, once.
+    let data = flow_stream(false);
+    let total = data.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        upstream
+            .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+            .expect("timeout");
+        let deadline = std::time::Instant::now() + FLOW_WAIT;
+        let (mut sent, mut reported) = (0, false);
+        while sent < data.len() {
+            match upstream.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if !reported {
+                        reported = true;
+                        let _ = tx.send(sent);
+                    }
+                    assert!(std::time::Instant::now() < deadline, "upstream stuck");
+                }
+                Err(e) => panic!("upstream write: {e}"),
+            }
+        }
+        let _ = tx.send(sent);
+        upstream
+    });
+    let line = lines.wait_for("window-full ");
+    let stalled_at = rx
+        .recv_timeout(FLOW_WAIT)
+        .expect("the upstream never blocked");
+    let grown = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("stalled: upstream wrote {stalled_at} bytes, sluice grew {grown} KiB ({line})");
+    assert!(
+        stalled_at < total / 4,
+        "the upstream wrote {stalled_at} of {total} bytes to a stalled stream ({line})"
+    );
+    assert!(
+        grown < FLOW_RSS_BOUND_KIB,
+        "sluice grew by {grown} KiB holding a stalled stream (upstream wrote {stalled_at})"
+    );
+
+    // The client gives its window back: every byte arrives, in order.
+    let child = proc.0.as_mut().expect("child");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    let line = lines.wait_for_within("got ", FLOW_WAIT);
+    assert_eq!(line, format!("got {total} ok"));
+    assert_eq!(rx.recv_timeout(FLOW_WAIT).expect("writer done"), total);
+    drop(writer.join().expect("writer"));
+    interop_common::wait_bounded(child, PEER_WAIT);
+}
+
+#[test]
+fn websocket_over_http2_upstream_not_reading_holds_the_client() {
+    use std::io::Read;
+    let up = interop_common::RawUpstream::start();
+    let port = common::free_port();
+    let s = Sluice::start("h2ws-flow-up", &flow_conf(port, up.addr));
+    let (mut proc, lines) = flow_client(port, "up");
+    lines.wait_for("open");
+    let mut upstream = up.next();
+    let before = rss_kib(s.pid());
+    let want = flow_stream(true);
+
+    // The upstream reads nothing until the client saw no window for a second.
+    let line = lines.wait_for_within("blocked ", FLOW_WAIT);
+    let sent: usize = line["blocked ".len()..].parse().expect("count");
+    let grown = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("stalled: client sent {sent} bytes, sluice grew {grown} KiB");
+    assert!(
+        sent < want.len() / 4,
+        "the client sent {sent} of {} bytes to an upstream not reading",
+        want.len()
+    );
+    assert!(
+        grown < FLOW_RSS_BOUND_KIB,
+        "sluice grew by {grown} KiB holding a stalled stream (client sent {sent})"
+    );
+
+    // The upstream reads: every byte arrives, in order.
+    upstream.set_read_timeout(Some(FLOW_WAIT)).expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < want.len() {
+        let n = upstream.read(&mut buf).expect("upstream read");
+        assert!(n > 0, "upstream saw EOF after {at} bytes");
+        assert!(
+            buf[..n] == want[at..at + n],
+            "bytes differ in {at}..{}",
+            at + n
+        );
+        at += n;
+    }
+    let line = lines.wait_for_within("sent ", FLOW_WAIT);
+    assert_eq!(line, format!("sent {}", want.len()));
+    // The upstream closes: the stream ends.
+    drop(upstream);
+    lines.wait_for("ended");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+}
