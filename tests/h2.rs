@@ -2,8 +2,11 @@
 //! HTTP/2 peers: curl (`--http2` over TLS with ALPN, `--http2-prior-knowledge`
 //! on a plain port), h2load and nghttp (many streams on one connection; the
 //! SETTINGS sluice sends), and for WebSocket over HTTP/2 (RFC 8441) to
-//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`.
-//! Upstreams speak HTTP/1.x. The peers are installed by
+//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`;
+//! headless Chromium loading the echo page over `https://` and its `wss://`
+//! WebSocket (RFC 8441 on h2, HTTP/1.1 Upgrade without); flow control with a
+//! stalled peer on either side of a WebSocket stream (tests/peers/h2ws_flow.py;
+//! sluice's RSS from /proc). Upstreams speak HTTP/1.x. The peers are installed by
 //! tests/peers/install.sh; certificates are made by rcgen.
 
 mod common;
@@ -785,4 +788,111 @@ fn websocket_over_http2_upstream_not_reading_holds_the_client() {
     drop(upstream);
     lines.wait_for("ended");
     interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+}
+
+/// base64(sha256(SubjectPublicKeyInfo)) of a certificate, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it (openssl computes it).
+fn spki_hash(dir: &Path, cert: &Path) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
+        p(cert)
+    ));
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success() && !out.trim().is_empty(), "openssl: {err}");
+    out.trim().to_string()
+}
+
+/// Headless Chromium loads `url` trusting the certificate whose SPKI hash
+/// is `spki`; the DOM once the page's script has run, if it shows `want`.
+fn chromium_dom(dir: &Path, url: &str, spki: &str, want: &str) -> String {
+    let mut last = String::new();
+    // The virtual time budget lets the page's script run before the dump;
+    // a few bounded retries absorb a slow start on a loaded machine.
+    for attempt in 0..3 {
+        let profile = dir.join(format!("profile{attempt}"));
+        let (status, dom, err) = run_bounded(
+            Command::new(interop_common::chromium())
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                ])
+                .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(url)
+                .stdin(Stdio::null()),
+            dir,
+            std::time::Duration::from_secs(60),
+        );
+        if dom.contains(want) {
+            return dom;
+        }
+        last = format!("{status}\n{dom}\n{err}");
+    }
+    panic!("Chromium's DOM never showed {want:?}:\n{last}");
+}
+
+#[test]
+fn headless_chromium_over_https_and_wss_to_echo_through_sluice() {
+    let dir = temp_dir("h2-chromium");
+    let certs = make_certs(&dir);
+    let spki = spki_hash(&dir, &certs.cert);
+    let (_echo, echo) = start_echo();
+    let (h2_port, h1_port) = (common::free_port(), common::free_port());
+    let conf = format!(
+        "{main}http {{
+    log_format proto '$server_port $request $status $server_protocol $http_upgrade';
+    access_log logs/access.log proto;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    ssl_certificate {c};
+    ssl_certificate_key {k};
+    server {{
+        listen 127.0.0.1:{h2_port} ssl;
+        http2 on;
+        {locs}
+    }}
+    server {{
+        listen 127.0.0.1:{h1_port} ssl;
+        {locs}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+        locs = locations(echo),
+    );
+    let s = Sluice::start("h2-chromium", &conf);
+    let want = "<li class=\"received\">Server received from client: hello</li>";
+    for port in [h2_port, h1_port] {
+        let dom = chromium_dom(&dir, &format!("https://localhost:{port}/"), &spki, want);
+        assert!(dom.contains("<li class=\"sent\">hello</li>"), "{dom}");
+    }
+    // The access log tells how Chromium spoke. With `http2 on` it loads
+    // the page over h2 (ALPN) and opens the WebSocket on that connection
+    // with an extended CONNECT (RFC 8441), answered 200; without, HTTP/1.1
+    // and the 101 of an Upgrade.
+    let lines = [
+        format!("{h2_port} GET / HTTP/2.0 200 HTTP/2.0 -"),
+        format!("{h2_port} GET / HTTP/2.0 200 HTTP/2.0 websocket"),
+        format!("{h1_port} GET / HTTP/1.1 200 HTTP/1.1 -"),
+        format!("{h1_port} GET / HTTP/1.1 101 HTTP/1.1 websocket"),
+    ];
+    common::wait_until("the page and WebSocket lines", || {
+        let log = common::read_file(&s.path("logs/access.log"));
+        lines.iter().all(|want| log.lines().any(|l| l == want))
+    });
+    let log = common::read_file(&s.path("logs/access.log"));
+    assert!(
+        !log.contains(&format!("{h2_port} GET / HTTP/1.1")),
+        "Chromium fell back to HTTP/1.1 on the h2 server:\n{log}"
+    );
 }
