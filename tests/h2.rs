@@ -896,3 +896,77 @@ fn headless_chromium_over_https_and_wss_to_echo_through_sluice() {
         "Chromium fell back to HTTP/1.1 on the h2 server:\n{log}"
     );
 }
+
+/// The SETTINGS_MAX_CONCURRENT_STREAMS a TLS connection with SNI `name`
+/// (none: no SNI) gets, read with Python's h2.
+fn max_streams_by_sni(dir: &Path, port: u16, ca: &Path, name: Option<&str>) -> String {
+    let script = format!(
+        "import socket, ssl, h2.config, h2.connection, h2.events, h2.settings\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         ctx.check_hostname = False\n\
+         ctx.set_alpn_protocols(['h2'])\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port}), timeout=20), server_hostname={name})\n\
+         assert s.selected_alpn_protocol() == 'h2'\n\
+         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))\n\
+         c.initiate_connection()\n\
+         s.sendall(c.data_to_send())\n\
+         while True:\n\
+         \x20   data = s.recv(65536)\n\
+         \x20   assert data, 'closed'\n\
+         \x20   evs = [e for e in c.receive_data(data) if isinstance(e, h2.events.RemoteSettingsChanged)]\n\
+         \x20   if evs:\n\
+         \x20       v = evs[0].changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)\n\
+         \x20       print(v.new_value if v else 'none')\n\
+         \x20       break\n",
+        ca = p(ca),
+        name = name.map_or("None".to_string(), |n| format!("{n:?}")),
+    );
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script]);
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success(), "python: {err}");
+    out.trim().to_string()
+}
+
+/// As nginx takes a TLS connection's HTTP/2 settings from the server its
+/// SNI chose (the SSL servername callback switches the connection's
+/// configuration before ALPN and the h2 preface), so does sluice.
+#[test]
+fn http2_settings_come_from_the_server_sni_chose() {
+    let dir = temp_dir("h2-sni");
+    let certs = make_certs(&dir);
+    let port = common::free_port();
+    let conf = format!(
+        "{main}http {{
+    access_log off;
+    ssl_certificate {c};
+    ssl_certificate_key {k};
+    server {{
+        listen 127.0.0.1:{port} ssl default_server;
+        http2 on;
+        server_name a.test;
+        http2_max_concurrent_streams 16;
+        location / {{ return 200 a; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        http2 on;
+        server_name b.test;
+        http2_max_concurrent_streams 7;
+        location / {{ return 200 b; }}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+    );
+    let _s = Sluice::start("h2-sni", &conf);
+    let got = |name| max_streams_by_sni(&dir, port, &certs.ca, name);
+    assert_eq!(got(Some("b.test")), "7");
+    assert_eq!(got(Some("B.TEST")), "7");
+    assert_eq!(got(Some("a.test")), "16");
+    // An unknown name and no SNI at all: the default server's.
+    assert_eq!(got(Some("c.test")), "16");
+    assert_eq!(got(None), "16");
+}

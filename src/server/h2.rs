@@ -128,6 +128,7 @@ pub async fn serve(
     settings: Arc<Settings>,
     stop: CancellationToken,
 ) {
+    let settings = sni_settings(&gen, &stream, state.local).unwrap_or(settings);
     let builder = builder(&settings);
     let t0 = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
@@ -226,6 +227,23 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
         }
     }
+}
+
+/// The settings of the server a TLS client named by SNI, as nginx's
+/// servername callback switches the connection's configuration before the
+/// HTTP/2 preface: its SETTINGS and connection timers follow that server.
+/// `None` without SNI (the address's default server applies).
+fn sni_settings(
+    gen: &Generation,
+    stream: &ClientStream,
+    local: std::net::SocketAddr,
+) -> Option<Arc<Settings>> {
+    let MaybeTls::Tls(t) = stream else {
+        return None;
+    };
+    let name = super::vhost::normalize_host(t.get_ref().1.server_name()?).ok()?;
+    let (idx, _) = gen.vhosts.select(local, Some(&name))?;
+    Some(gen.http().servers.get(idx)?.settings.clone())
 }
 
 fn builder(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
