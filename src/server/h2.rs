@@ -6,6 +6,9 @@
 //! `request::handle` as HTTP/1 (Host from `:authority`, same routing, header
 //! and body rules); upstreams are spoken to in HTTP/1.x.
 //!
+//! On TLS the connection's settings (SETTINGS, timers) are those of the
+//! server the client's SNI chose, as in nginx; else the address's default.
+//!
 //! Memory per connection is bounded by the flow-control windows: the
 //! connection window (`http2_recv_buffer_size`) caps unread request body
 //! data, and each stream's send buffer caps response data waiting for the
