@@ -2,8 +2,11 @@
 //! HTTP/2 peers: curl (`--http2` over TLS with ALPN, `--http2-prior-knowledge`
 //! on a plain port), h2load and nghttp (many streams on one connection; the
 //! SETTINGS sluice sends), and for WebSocket over HTTP/2 (RFC 8441) to
-//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`.
-//! Upstreams speak HTTP/1.x. The peers are installed by
+//! `sluice echo` two clients: Python's `h2` + `wsproto`, and Node's `http2`;
+//! headless Chromium loading the echo page over `https://` and its `wss://`
+//! WebSocket (RFC 8441 on h2, HTTP/1.1 Upgrade without); flow control with a
+//! stalled peer on either side of a WebSocket stream (tests/peers/h2ws_flow.py;
+//! sluice's RSS from /proc). Upstreams speak HTTP/1.x. The peers are installed by
 //! tests/peers/install.sh; certificates are made by rcgen.
 
 mod common;
@@ -606,4 +609,364 @@ fn send_timeout_cuts_off_a_client_that_stops_reading() {
         .expect("count");
     assert!(got < 16 << 20, "{line}");
     interop_common::wait_bounded(&mut child, PEER_WAIT);
+}
+
+/// Frames of the flow-control tests: 1024 binary WebSocket frames of 64 KiB
+/// (64 MiB of payload), frame k's byte j being (k + j) % 251; client frames
+/// are masked with the zero key (tests/peers/h2ws_flow.py makes the same).
+const FLOW_FRAMES: usize = 1024;
+
+fn flow_stream(masked: bool) -> Vec<u8> {
+    const PAYLOAD: usize = 65536;
+    let base: Vec<u8> = (0..PAYLOAD + 251).map(|j| (j % 251) as u8).collect();
+    let mut out = Vec::with_capacity(FLOW_FRAMES * (PAYLOAD + 14));
+    for k in 0..FLOW_FRAMES {
+        out.extend_from_slice(&[0x82, if masked { 0xff } else { 0x7f }]);
+        out.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
+        if masked {
+            out.extend_from_slice(&[0; 4]);
+        }
+        out.extend_from_slice(&base[k % 251..k % 251 + PAYLOAD]);
+    }
+    out
+}
+
+/// Bound on the growth of sluice's RSS while a stream is stalled: the
+/// windows and buffers configured (256 KiB connection window, 64 KiB stream
+/// window, 32 KiB send buffer, 2 x 8 KiB tunnel buffers) with ample room
+/// for the allocator, and an eighth of what the upstream or client has to send.
+const FLOW_RSS_BOUND_KIB: u64 = 8 << 10;
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .expect("sluice's VmRSS")
+}
+
+/// Bound on moving the 64 MiB through a debug build and Python's h2.
+const FLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
+
+fn flow_client(port: u16, mode: &str) -> (interop_common::Proc, interop_common::Lines) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo_path("tests/peers/h2ws_flow.py"))
+        .args(["127.0.0.1", &port.to_string(), "/ws", mode])
+        .arg(FLOW_FRAMES.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let lines = interop_common::Lines::new(child.stdout.take().expect("stdout"));
+    (interop_common::Proc(Some(child)), lines)
+}
+
+fn flow_conf(port: u16, upstream: SocketAddr) -> String {
+    plain_conf(
+        port,
+        "proxy_read_timeout 300s; proxy_send_timeout 300s; send_timeout 300s;",
+        upstream,
+    )
+    .replace(
+        "access_log off;",
+        "access_log off;\n    http2_recv_buffer_size 256k;",
+    )
+}
+
+#[test]
+fn websocket_over_http2_client_giving_no_window_back_holds_the_upstream() {
+    use std::io::{ErrorKind, Write};
+    let up = interop_common::RawUpstream::start();
+    let port = common::free_port();
+    let s = Sluice::start("h2ws-flow-down", &flow_conf(port, up.addr));
+    let (mut proc, lines) = flow_client(port, "down");
+    lines.wait_for("open");
+    let mut upstream = up.next();
+    let before = rss_kib(s.pid());
+
+    // The upstream pushes 64 MiB; a write that cannot progress for a second
+    // (SO_SNDTIMEO) reports how far it got, once.
+    let data = flow_stream(false);
+    let total = data.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        upstream
+            .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+            .expect("timeout");
+        let deadline = std::time::Instant::now() + FLOW_WAIT;
+        let (mut sent, mut reported) = (0, false);
+        while sent < data.len() {
+            match upstream.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if !reported {
+                        reported = true;
+                        let _ = tx.send(sent);
+                    }
+                    assert!(std::time::Instant::now() < deadline, "upstream stuck");
+                }
+                Err(e) => panic!("upstream write: {e}"),
+            }
+        }
+        let _ = tx.send(sent);
+        upstream
+    });
+    let line = lines.wait_for("window-full ");
+    let stalled_at = rx
+        .recv_timeout(FLOW_WAIT)
+        .expect("the upstream never blocked");
+    let grown = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("stalled: upstream wrote {stalled_at} bytes, sluice grew {grown} KiB ({line})");
+    assert!(
+        stalled_at < total / 4,
+        "the upstream wrote {stalled_at} of {total} bytes to a stalled stream ({line})"
+    );
+    assert!(
+        grown < FLOW_RSS_BOUND_KIB,
+        "sluice grew by {grown} KiB holding a stalled stream (upstream wrote {stalled_at})"
+    );
+
+    // The client gives its window back: every byte arrives, in order.
+    let child = proc.0.as_mut().expect("child");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    let line = lines.wait_for_within("got ", FLOW_WAIT);
+    assert_eq!(line, format!("got {total} ok"));
+    assert_eq!(rx.recv_timeout(FLOW_WAIT).expect("writer done"), total);
+    drop(writer.join().expect("writer"));
+    interop_common::wait_bounded(child, PEER_WAIT);
+}
+
+#[test]
+fn websocket_over_http2_upstream_not_reading_holds_the_client() {
+    use std::io::Read;
+    let up = interop_common::RawUpstream::start();
+    let port = common::free_port();
+    let s = Sluice::start("h2ws-flow-up", &flow_conf(port, up.addr));
+    let (mut proc, lines) = flow_client(port, "up");
+    lines.wait_for("open");
+    let mut upstream = up.next();
+    let before = rss_kib(s.pid());
+    let want = flow_stream(true);
+
+    // The upstream reads nothing until the client saw no window for a second.
+    let line = lines.wait_for_within("blocked ", FLOW_WAIT);
+    let sent: usize = line["blocked ".len()..].parse().expect("count");
+    let grown = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("stalled: client sent {sent} bytes, sluice grew {grown} KiB");
+    assert!(
+        sent < want.len() / 4,
+        "the client sent {sent} of {} bytes to an upstream not reading",
+        want.len()
+    );
+    assert!(
+        grown < FLOW_RSS_BOUND_KIB,
+        "sluice grew by {grown} KiB holding a stalled stream (client sent {sent})"
+    );
+
+    // The upstream reads: every byte arrives, in order.
+    upstream.set_read_timeout(Some(FLOW_WAIT)).expect("timeout");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < want.len() {
+        let n = upstream.read(&mut buf).expect("upstream read");
+        assert!(n > 0, "upstream saw EOF after {at} bytes");
+        assert!(
+            buf[..n] == want[at..at + n],
+            "bytes differ in {at}..{}",
+            at + n
+        );
+        at += n;
+    }
+    let line = lines.wait_for_within("sent ", FLOW_WAIT);
+    assert_eq!(line, format!("sent {}", want.len()));
+    // The upstream closes: the stream ends.
+    drop(upstream);
+    lines.wait_for("ended");
+    interop_common::wait_bounded(proc.0.as_mut().expect("child"), PEER_WAIT);
+}
+
+/// base64(sha256(SubjectPublicKeyInfo)) of a certificate, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it (openssl computes it).
+fn spki_hash(dir: &Path, cert: &Path) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl base64 -A",
+        p(cert)
+    ));
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success() && !out.trim().is_empty(), "openssl: {err}");
+    out.trim().to_string()
+}
+
+/// Headless Chromium loads `url` trusting the certificate whose SPKI hash
+/// is `spki`; the DOM once the page's script has run, if it shows `want`.
+fn chromium_dom(dir: &Path, url: &str, spki: &str, want: &str) -> String {
+    let mut last = String::new();
+    // The virtual time budget lets the page's script run before the dump;
+    // a few bounded retries absorb a slow start on a loaded machine.
+    for attempt in 0..3 {
+        let profile = dir.join(format!("profile{attempt}"));
+        let (status, dom, err) = run_bounded(
+            Command::new(interop_common::chromium())
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                ])
+                .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(url)
+                .stdin(Stdio::null()),
+            dir,
+            std::time::Duration::from_secs(60),
+        );
+        if dom.contains(want) {
+            return dom;
+        }
+        last = format!("{status}\n{dom}\n{err}");
+    }
+    panic!("Chromium's DOM never showed {want:?}:\n{last}");
+}
+
+#[test]
+fn headless_chromium_over_https_and_wss_to_echo_through_sluice() {
+    let dir = temp_dir("h2-chromium");
+    let certs = make_certs(&dir);
+    let spki = spki_hash(&dir, &certs.cert);
+    let (_echo, echo) = start_echo();
+    let (h2_port, h1_port) = (common::free_port(), common::free_port());
+    let conf = format!(
+        "{main}http {{
+    log_format proto '$server_port $request $status $server_protocol $http_upgrade';
+    access_log logs/access.log proto;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    ssl_certificate {c};
+    ssl_certificate_key {k};
+    server {{
+        listen 127.0.0.1:{h2_port} ssl;
+        http2 on;
+        {locs}
+    }}
+    server {{
+        listen 127.0.0.1:{h1_port} ssl;
+        {locs}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+        locs = locations(echo),
+    );
+    let s = Sluice::start("h2-chromium", &conf);
+    let want = "<li class=\"received\">Server received from client: hello</li>";
+    for port in [h2_port, h1_port] {
+        let dom = chromium_dom(&dir, &format!("https://localhost:{port}/"), &spki, want);
+        assert!(dom.contains("<li class=\"sent\">hello</li>"), "{dom}");
+    }
+    // The access log tells how Chromium spoke. With `http2 on` it loads
+    // the page over h2 (ALPN) and opens the WebSocket on that connection
+    // with an extended CONNECT (RFC 8441), answered 200; without, HTTP/1.1
+    // and the 101 of an Upgrade.
+    let lines = [
+        format!("{h2_port} GET / HTTP/2.0 200 HTTP/2.0 -"),
+        format!("{h2_port} GET / HTTP/2.0 200 HTTP/2.0 websocket"),
+        format!("{h1_port} GET / HTTP/1.1 200 HTTP/1.1 -"),
+        format!("{h1_port} GET / HTTP/1.1 101 HTTP/1.1 websocket"),
+    ];
+    common::wait_until("the page and WebSocket lines", || {
+        let log = common::read_file(&s.path("logs/access.log"));
+        lines.iter().all(|want| log.lines().any(|l| l == want))
+    });
+    let log = common::read_file(&s.path("logs/access.log"));
+    assert!(
+        !log.contains(&format!("{h2_port} GET / HTTP/1.1")),
+        "Chromium fell back to HTTP/1.1 on the h2 server:\n{log}"
+    );
+}
+
+/// The SETTINGS_MAX_CONCURRENT_STREAMS a TLS connection with SNI `name`
+/// (none: no SNI) gets, read with Python's h2.
+fn max_streams_by_sni(dir: &Path, port: u16, ca: &Path, name: Option<&str>) -> String {
+    let script = format!(
+        "import socket, ssl, h2.config, h2.connection, h2.events, h2.settings\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         ctx.check_hostname = False\n\
+         ctx.set_alpn_protocols(['h2'])\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port}), timeout=20), server_hostname={name})\n\
+         assert s.selected_alpn_protocol() == 'h2'\n\
+         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))\n\
+         c.initiate_connection()\n\
+         s.sendall(c.data_to_send())\n\
+         while True:\n\
+         \x20   data = s.recv(65536)\n\
+         \x20   assert data, 'closed'\n\
+         \x20   evs = [e for e in c.receive_data(data) if isinstance(e, h2.events.RemoteSettingsChanged)]\n\
+         \x20   if evs:\n\
+         \x20       v = evs[0].changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)\n\
+         \x20       print(v.new_value if v else 'none')\n\
+         \x20       break\n",
+        ca = p(ca),
+        name = name.map_or("None".to_string(), |n| format!("{n:?}")),
+    );
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", &script]);
+    let (status, out, err) = run_bounded(&mut cmd, dir, PEER_WAIT);
+    assert!(status.success(), "python: {err}");
+    out.trim().to_string()
+}
+
+/// As nginx takes a TLS connection's HTTP/2 settings from the server its
+/// SNI chose (the SSL servername callback switches the connection's
+/// configuration before ALPN and the h2 preface), so does sluice.
+#[test]
+fn http2_settings_come_from_the_server_sni_chose() {
+    let dir = temp_dir("h2-sni");
+    let certs = make_certs(&dir);
+    let port = common::free_port();
+    let conf = format!(
+        "{main}http {{
+    access_log off;
+    ssl_certificate {c};
+    ssl_certificate_key {k};
+    server {{
+        listen 127.0.0.1:{port} ssl default_server;
+        http2 on;
+        server_name a.test;
+        http2_max_concurrent_streams 16;
+        location / {{ return 200 a; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        http2 on;
+        server_name b.test;
+        http2_max_concurrent_streams 7;
+        location / {{ return 200 b; }}
+    }}
+}}
+",
+        main = main_block(),
+        c = p(&certs.cert),
+        k = p(&certs.key),
+    );
+    let _s = Sluice::start("h2-sni", &conf);
+    let got = |name| max_streams_by_sni(&dir, port, &certs.ca, name);
+    assert_eq!(got(Some("b.test")), "7");
+    assert_eq!(got(Some("B.TEST")), "7");
+    assert_eq!(got(Some("a.test")), "16");
+    // An unknown name and no SNI at all: the default server's.
+    assert_eq!(got(Some("c.test")), "16");
+    assert_eq!(got(None), "16");
 }

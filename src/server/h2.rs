@@ -6,6 +6,9 @@
 //! `request::handle` as HTTP/1 (Host from `:authority`, same routing, header
 //! and body rules); upstreams are spoken to in HTTP/1.x.
 //!
+//! On TLS the connection's settings (SETTINGS, timers) are those of the
+//! server the client's SNI chose, as in nginx; else the address's default.
+//!
 //! Memory per connection is bounded by the flow-control windows: the
 //! connection window (`http2_recv_buffer_size`) caps unread request body
 //! data, and each stream's send buffer caps response data waiting for the
@@ -128,6 +131,7 @@ pub async fn serve(
     settings: Arc<Settings>,
     stop: CancellationToken,
 ) {
+    let settings = sni_settings(&gen, &stream, state.local).unwrap_or(settings);
     let builder = builder(&settings);
     let t0 = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
@@ -226,6 +230,23 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
         }
     }
+}
+
+/// The settings of the server a TLS client named by SNI, as nginx's
+/// servername callback switches the connection's configuration before the
+/// HTTP/2 preface: its SETTINGS and connection timers follow that server.
+/// `None` without SNI (the address's default server applies).
+fn sni_settings(
+    gen: &Generation,
+    stream: &ClientStream,
+    local: std::net::SocketAddr,
+) -> Option<Arc<Settings>> {
+    let MaybeTls::Tls(t) = stream else {
+        return None;
+    };
+    let name = super::vhost::normalize_host(t.get_ref().1.server_name()?).ok()?;
+    let (idx, _) = gen.vhosts.select(local, Some(&name))?;
+    Some(gen.http().servers.get(idx)?.settings.clone())
 }
 
 fn builder(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExecutor> {

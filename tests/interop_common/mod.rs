@@ -52,7 +52,12 @@ impl Lines {
 
     /// The first line starting with `prefix`, or a panic after [`PEER_WAIT`].
     pub fn wait_for(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + PEER_WAIT;
+        self.wait_for_within(prefix, PEER_WAIT)
+    }
+
+    /// The first line starting with `prefix`, or a panic after `limit`.
+    pub fn wait_for_within(&self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.0.recv_timeout(left) {
