@@ -511,10 +511,10 @@ pub static DIRECTIVES: &[Spec] = &[
     d("ssl_client_certificate", HS, n(1), LATER_TLS),
     d("ssl_verify_client", HS, n(1), LATER_TLS),
     d("http2", HS, Flag, Differs("acts per address: HTTP/2 is offered on an address when its listen has http2 or any of its servers says http2 on")),
-    d("http2_max_concurrent_streams", HS, n(1), Differs("taken from the default server of the address")),
+    d("http2_max_concurrent_streams", HS, n(1), Supported),
     d("http2_recv_buffer_size", HTTP, n(1), Differs("bounds the connection's HTTP/2 receive window (unread request body data per connection)")),
     d("http2_chunk_size", HSL, n(1), NoEffect("hyper frames HTTP/2 response data itself (frames of up to 16 KiB)")),
-    d("http2_extended_connect", HS, Flag, Differs("sluice extension (RFC 8441 WebSocket over HTTP/2, default on), bridged to HTTP/1.1 Upgrade upstream; taken from the default server of the address")),
+    d("http2_extended_connect", HS, Flag, Differs("sluice extension (RFC 8441 WebSocket over HTTP/2, default on), bridged to HTTP/1.1 Upgrade upstream; like the other HTTP/2 settings, taken from the server SNI chose, else the default server of the address")),
     // upstream {}
     d("server", UPSTREAM, AtLeast(1), OK),
     d("least_conn", UPSTREAM, n(0), OK),
