@@ -13,42 +13,16 @@ mod common;
 mod interop_common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::backend::{Backend, Reply};
 use common::{main_block, temp_dir, Sluice};
 use interop_common::{repo_path, run_bounded, start_echo, PEER_WAIT};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
 
 /// A private CA and an ECDSA certificate for a.test and localhost.
-fn make_certs(dir: &Path) -> Certs {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice h2 test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["a.test".into(), "localhost".into()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "a.test");
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let w = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    Certs {
-        ca: w("ca.pem", ca.pem()),
-        cert: w("a.pem", cert.pem()),
-        key: w("a.key", key.serialize_pem()),
-    }
+fn make_certs(dir: &Path) -> common::certs::Certs {
+    common::certs::make(dir, &["a.test", "localhost"])
 }
 
 fn p(path: &Path) -> String {
@@ -803,43 +777,6 @@ fn spki_hash(dir: &Path, cert: &Path) -> String {
     out.trim().to_string()
 }
 
-/// Headless Chromium loads `url` trusting the certificate whose SPKI hash
-/// is `spki`; the DOM once the page's script has run, if it shows `want`.
-fn chromium_dom(dir: &Path, url: &str, spki: &str, want: &str) -> String {
-    let mut last = String::new();
-    // The virtual time budget lets the page's script run before the dump;
-    // a few bounded retries absorb a slow start on a loaded machine.
-    for attempt in 0..3 {
-        let profile = dir.join(format!("profile{attempt}"));
-        let (status, dom, err) = run_bounded(
-            Command::new(interop_common::chromium())
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--virtual-time-budget=5000",
-                    "--dump-dom",
-                ])
-                .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .arg(url)
-                .stdin(Stdio::null()),
-            dir,
-            std::time::Duration::from_secs(60),
-        );
-        if dom.contains(want) {
-            return dom;
-        }
-        last = format!("{status}\n{dom}\n{err}");
-    }
-    panic!("Chromium's DOM never showed {want:?}:\n{last}");
-}
-
 #[test]
 fn headless_chromium_over_https_and_wss_to_echo_through_sluice() {
     let dir = temp_dir("h2-chromium");
@@ -873,7 +810,12 @@ fn headless_chromium_over_https_and_wss_to_echo_through_sluice() {
     let s = Sluice::start("h2-chromium", &conf);
     let want = "<li class=\"received\">Server received from client: hello</li>";
     for port in [h2_port, h1_port] {
-        let dom = chromium_dom(&dir, &format!("https://localhost:{port}/"), &spki, want);
+        let dom = interop_common::chromium_dom(
+            &dir,
+            &format!("https://localhost:{port}/"),
+            &[format!("--ignore-certificate-errors-spki-list={spki}")],
+            want,
+        );
         assert!(dom.contains("<li class=\"sent\">hello</li>"), "{dom}");
     }
     // The access log tells how Chromium spoke. With `http2 on` it loads

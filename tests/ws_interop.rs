@@ -173,38 +173,8 @@ fn headless_chromium_talks_to_echo_through_sluice() {
     let _s = Sluice::start("chromium", &guide_conf(port, echo, "", ""));
     let dir = temp_dir("chromium");
     let want = "<li class=\"received\">Server received from client: hello</li>";
-    let mut last = String::new();
-    // The virtual time budget lets the page's script run before the dump;
-    // a few bounded retries absorb a slow start on a loaded machine.
-    for attempt in 0..3 {
-        let profile = dir.join(format!("profile{attempt}"));
-        let (status, dom, err) = run_bounded(
-            Command::new(chromium())
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--virtual-time-budget=5000",
-                    "--dump-dom",
-                ])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .arg(format!("http://127.0.0.1:{port}/"))
-                .stdin(Stdio::null()),
-            &dir,
-            Duration::from_secs(60),
-        );
-        if dom.contains(want) {
-            assert!(dom.contains("<li class=\"sent\">hello</li>"), "{dom}");
-            return;
-        }
-        last = format!("{status}\n{dom}\n{err}");
-    }
-    panic!("Chromium's DOM never showed the reply:\n{last}");
+    let dom = interop_common::chromium_dom(&dir, &format!("http://127.0.0.1:{port}/"), &[], want);
+    assert!(dom.contains("<li class=\"sent\">hello</li>"), "{dom}");
 }
 
 /// A client that disappears without a close frame: the upstream socket is

@@ -321,3 +321,40 @@ pub fn is_closed(r: &Result<usize, std::io::ErrorKind>) -> bool {
         Ok(0) | Err(std::io::ErrorKind::ConnectionReset) | Err(std::io::ErrorKind::BrokenPipe)
     )
 }
+
+/// Headless Chromium loads `url` (with `extra` flags) until the DOM, once
+/// the page's script has run, shows `want`; returns that DOM.
+pub fn chromium_dom(dir: &Path, url: &str, extra: &[String], want: &str) -> String {
+    let mut last = String::new();
+    // The virtual time budget lets the page's script run before the dump;
+    // a few bounded retries absorb a slow start on a loaded machine.
+    for attempt in 0..3 {
+        let profile = dir.join(format!("profile{attempt}"));
+        let (status, dom, err) = run_bounded(
+            Command::new(chromium())
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                ])
+                .args(extra)
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(url)
+                .stdin(Stdio::null()),
+            dir,
+            Duration::from_secs(60),
+        );
+        if dom.contains(want) {
+            return dom;
+        }
+        last = format!("{status}\n{dom}\n{err}");
+    }
+    panic!("Chromium's DOM never showed {want:?}:\n{last}");
+}
