@@ -809,7 +809,12 @@ async fn tls_handshake(
     resume: bool,
     w: Window,
 ) -> io::Result<Value> {
-    let connector = tls::connector(resume, &[b"http/1.1"])?;
+    // One client (and session cache) per connection: each resumes its own previous session, as a
+    // returning client would; a shared cache would also cap the tickets at rustls' 8 per server,
+    // fewer than the connections starting at once.
+    let connectors = (0..conns)
+        .map(|_| tls::connector(resume, &[b"http/1.1"]))
+        .collect::<io::Result<Vec<_>>>()?;
     let req = Arc::new(
         format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -819,9 +824,10 @@ async fn tls_handshake(
     );
     // Handshakes counted over the whole run (warm-up included), as the proxy CPU is.
     let resumed = Arc::new(AtomicU64::new(0));
-    let tasks = (0..conns)
-        .map(|_| {
-            let (connector, req, resumed) = (connector.clone(), req.clone(), resumed.clone());
+    let tasks = connectors
+        .into_iter()
+        .map(|connector| {
+            let (req, resumed) = (req.clone(), resumed.clone());
             tokio::spawn(async move {
                 let mut t = Tally::new();
                 let mut inbuf = Vec::with_capacity(16 * 1024);
