@@ -5,6 +5,7 @@
 //! Results are one JSON object per line on stdout.
 
 mod backend;
+mod tls;
 mod wire;
 
 use std::io::{self, BufRead, Write};
@@ -95,6 +96,26 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// wss:// (TLS 1.3 to the proxy).
+        #[arg(long)]
+        tls: bool,
+    },
+    /// TLS 1.3 handshakes: connect, handshake, one HTTP/1.1 GET with `Connection: close`, read to
+    /// the end. Without --resume every handshake is full; with it the client keeps session
+    /// tickets and counts how many handshakes resumed.
+    TlsHandshake {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
     },
 }
 
@@ -146,7 +167,16 @@ fn main() {
                 count,
                 size,
                 concurrency,
-            } => ws_idle(addr, count, size, concurrency).await,
+                tls,
+            } => ws_idle(addr, count, size, concurrency, tls).await,
+            Cmd::TlsHandshake {
+                addr,
+                path,
+                conns,
+                resume,
+                secs,
+                warmup,
+            } => tls_handshake(addr, path, conns, resume, Window::new(warmup, secs)).await,
         }
     });
     match result {
@@ -340,9 +370,10 @@ async fn http(addr: SocketAddr, path: String, conns: usize, w: Window) -> Value 
         .json(&w, json!({"conns": conns, "path": path}))
 }
 
-/// A client WebSocket on a plain socket: masked frames out, frames in.
-struct Ws {
-    s: TcpStream,
+/// A client WebSocket on a plain socket (or, for wss://, a TLS stream): masked frames out,
+/// frames in.
+struct Ws<S = TcpStream> {
+    s: S,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     seed: u32,
@@ -350,13 +381,28 @@ struct Ws {
 
 impl Ws {
     async fn open(addr: SocketAddr, seed: u32) -> io::Result<Ws> {
-        let s = connect(addr).await?;
+        Ws::upgrade(connect(addr).await?, addr, seed).await
+    }
+}
+
+impl Ws<tls::Tls> {
+    async fn open_tls(
+        c: &tokio_rustls::TlsConnector,
+        addr: SocketAddr,
+        seed: u32,
+    ) -> io::Result<Ws<tls::Tls>> {
+        Ws::upgrade(tls::connect(c, addr).await?, addr, seed).await
+    }
+}
+
+impl<S: wire::Source + wire::Sink> Ws<S> {
+    async fn upgrade(mut s: S, addr: SocketAddr, seed: u32) -> io::Result<Ws<S>> {
         let head = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        wire::write_all(&s, head.as_bytes()).await?;
+        s.put(head.as_bytes()).await?;
         let mut inbuf = Vec::new();
-        let (status, _, _) = wire::read_response(&s, &mut inbuf).await?;
+        let (status, _, _) = wire::read_response(&mut s, &mut inbuf).await?;
         if status != 101 {
             return Err(io::Error::other(format!("upgrade answered {status}")));
         }
@@ -372,11 +418,11 @@ impl Ws {
         self.out.clear();
         let mask = next_mask(&mut self.seed);
         wire::encode_frame(&mut self.out, true, opcode, payload, Some(mask));
-        wire::write_all(&self.s, &self.out).await
+        self.s.put(&self.out).await
     }
 
     async fn recv(&mut self) -> io::Result<(u8, usize)> {
-        recv_frame(&self.s, &mut self.inbuf).await
+        recv_frame(&mut self.s, &mut self.inbuf).await
     }
 
     /// Drops the buffers so that an idle client holds only its socket.
@@ -398,10 +444,15 @@ impl Ws {
             }
         }
         self.inbuf.clear();
-        while wire::read_some(&self.s, &mut self.inbuf).await? > 0 {
-            self.inbuf.clear();
+        loop {
+            match self.s.fill(&mut self.inbuf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => self.inbuf.clear(),
+                // A TLS peer may close without close_notify after the close frame.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
     }
 }
 
@@ -416,7 +467,7 @@ fn next_mask(seed: &mut u32) -> [u8; 4] {
 }
 
 /// Reads one whole frame; returns its opcode and payload length (the payload is dropped).
-async fn recv_frame(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u8, usize)> {
+async fn recv_frame<S: wire::Source>(mut s: S, inbuf: &mut Vec<u8>) -> io::Result<(u8, usize)> {
     loop {
         if let Some(h) = wire::parse_head(inbuf)? {
             let total = h.head_len + h.len;
@@ -425,7 +476,7 @@ async fn recv_frame(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u8, usize
                 return Ok((h.opcode, h.len));
             }
         }
-        if wire::read_some(s, inbuf).await? == 0 {
+        if s.fill(inbuf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
@@ -566,7 +617,7 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                 let mut inbuf = c.inbuf;
                 let hard_end = tokio::time::Instant::from_std(w.end + Duration::from_secs(10));
                 loop {
-                    match tokio::time::timeout_at(hard_end, recv_frame(&s, &mut inbuf)).await {
+                    match tokio::time::timeout_at(hard_end, recv_frame(&*s, &mut inbuf)).await {
                         Ok(Ok((wire::OP_PONG, _))) => break,
                         Ok(Ok((wire::OP_BINARY, n))) => {
                             credit.add_permits(1);
@@ -630,31 +681,63 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
     })
 }
 
+/// One idle tunnel of `ws_idle`: ws:// or wss://.
+enum Idle {
+    Plain(Ws),
+    // Boxed: a TLS session is large, a plain tunnel should not pay for it.
+    Tls(Box<Ws<tls::Tls>>),
+}
+
+impl Idle {
+    async fn close(self) -> io::Result<()> {
+        match self {
+            Idle::Plain(c) => c.close().await,
+            Idle::Tls(c) => c.close().await,
+        }
+    }
+}
+
+/// Sends one message, waits for its echo, then drops the client's buffers.
+async fn idle_one<S: wire::Source + wire::Sink>(mut c: Ws<S>, payload: &[u8]) -> io::Result<Ws<S>> {
+    c.send(wire::OP_BINARY, payload).await?;
+    match c.recv().await? {
+        (wire::OP_BINARY, n) if n == payload.len() => {}
+        (op, n) => return Err(io::Error::other(format!("echo: opcode {op}, {n} bytes"))),
+    }
+    c.shed();
+    Ok(c)
+}
+
 async fn ws_idle(
     addr: SocketAddr,
     count: usize,
     size: usize,
     concurrency: usize,
+    use_tls: bool,
 ) -> io::Result<Value> {
     let t0 = Instant::now();
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let payload = Arc::new(vec![b'i'; size]);
+    let connector = if use_tls {
+        Some(tls::connector(false, &[b"http/1.1"])?)
+    } else {
+        None
+    };
     let tasks: Vec<_> = (0..count)
         .map(|i| {
-            let (gate, payload) = (gate.clone(), payload.clone());
+            let (gate, payload, connector) = (gate.clone(), payload.clone(), connector.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire().await.map_err(io::Error::other)?;
                 tokio::time::timeout(Duration::from_secs(10), async {
-                    let mut c = Ws::open(addr, i as u32 + 1).await?;
-                    c.send(wire::OP_BINARY, &payload).await?;
-                    match c.recv().await? {
-                        (wire::OP_BINARY, n) if n == payload.len() => {}
-                        (op, n) => {
-                            return Err(io::Error::other(format!("echo: opcode {op}, {n} bytes")))
-                        }
+                    let seed = i as u32 + 1;
+                    match &connector {
+                        None => Ok::<_, io::Error>(Idle::Plain(
+                            idle_one(Ws::open(addr, seed).await?, &payload).await?,
+                        )),
+                        Some(c) => Ok(Idle::Tls(Box::new(
+                            idle_one(Ws::open_tls(c, addr, seed).await?, &payload).await?,
+                        ))),
                     }
-                    c.shed();
-                    Ok(c)
                 })
                 .await
                 .map_err(|_| io::Error::other("open timed out"))?
@@ -717,4 +800,86 @@ async fn ws_idle(
         "close_errors": close_errors,
         "close_secs": t1.elapsed().as_secs_f64(),
     }))
+}
+
+async fn tls_handshake(
+    addr: SocketAddr,
+    path: String,
+    conns: usize,
+    resume: bool,
+    w: Window,
+) -> io::Result<Value> {
+    // One client (and session cache) per connection: each resumes its own previous session, as a
+    // returning client would; a shared cache would also cap the tickets at rustls' 8 per server,
+    // fewer than the connections starting at once.
+    let connectors = (0..conns)
+        .map(|_| tls::connector(resume, &[b"http/1.1"]))
+        .collect::<io::Result<Vec<_>>>()?;
+    let req = Arc::new(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            tls::NAME
+        )
+        .into_bytes(),
+    );
+    // Handshakes counted over the whole run (warm-up included), as the proxy CPU is.
+    let resumed = Arc::new(AtomicU64::new(0));
+    let tasks = connectors
+        .into_iter()
+        .map(|connector| {
+            let (req, resumed) = (req.clone(), resumed.clone());
+            tokio::spawn(async move {
+                let mut t = Tally::new();
+                let mut inbuf = Vec::with_capacity(16 * 1024);
+                while Instant::now() < w.end && t.errors < MAX_ERRORS_PER_CONN {
+                    let t0 = Instant::now();
+                    let r = tokio::time::timeout(Duration::from_secs(10), async {
+                        let mut s = tls::connect(&connector, addr).await?;
+                        let was_resumed = tls::resumed(&s);
+                        wire::Sink::put(&mut s, &req).await?;
+                        inbuf.clear();
+                        let (status, body, _) = wire::read_response(&mut s, &mut inbuf).await?;
+                        if status != 200 {
+                            return Err(io::Error::other(format!("status {status}")));
+                        }
+                        // Connection: close: the server closes; read to its end.
+                        loop {
+                            inbuf.clear();
+                            match wire::Source::fill(&mut s, &mut inbuf).await {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok((was_resumed, body))
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok((was_resumed, body))) => {
+                            t.op(&w, t0, body);
+                            if was_resumed {
+                                resumed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(Err(e)) => t.error(e),
+                        Err(_) => t.error("handshake cycle timed out"),
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    let total = join_all(tasks).await;
+    let resumed = resumed.load(Ordering::Relaxed);
+    let fraction = if total.ops_all > 0 {
+        resumed as f64 / total.ops_all as f64
+    } else {
+        0.0
+    };
+    Ok(total.json(
+        &w,
+        json!({"conns": conns, "path": path, "resume": resume, "resumed_all": resumed,
+               "resumed_fraction": fraction}),
+    ))
 }

@@ -51,13 +51,52 @@ pub async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Where the readers below pull bytes from: a plain socket (shared by reference, so that a reader
+/// and a writer task can use one socket) or a TLS stream. `fill` appends what is available to
+/// `buf` and returns 0 at end of stream.
+pub trait Source {
+    async fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+}
+
+/// Where frames and requests go: `put` writes all of `data`.
+pub trait Sink {
+    async fn put(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+impl Source for &TcpStream {
+    async fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        read_some(self, buf).await
+    }
+}
+
+impl Source for TcpStream {
+    async fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        read_some(self, buf).await
+    }
+}
+
+impl Sink for TcpStream {
+    async fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        write_all(self, data).await
+    }
+}
+
+impl<S: Source + ?Sized> Source for &mut S {
+    async fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        (**self).fill(buf).await
+    }
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
 /// Reads one HTTP/1.1 response (head and body, discarding the body) from `s`, with `inbuf`
 /// holding bytes already received. Returns (status, body bytes, connection must close).
-pub async fn read_response(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u16, u64, bool)> {
+pub async fn read_response<S: Source>(
+    mut s: S,
+    inbuf: &mut Vec<u8>,
+) -> io::Result<(u16, u64, bool)> {
     let (status, head_len, length, chunked, close) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
@@ -82,7 +121,7 @@ pub async fn read_response(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u1
                 if inbuf.len() > 64 * 1024 {
                     return Err(bad("response head too large"));
                 }
-                if read_some(s, inbuf).await? == 0 {
+                if s.fill(inbuf).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -91,9 +130,9 @@ pub async fn read_response(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u1
     };
     inbuf.drain(..head_len);
     let body = if chunked {
-        skip_chunked(s, inbuf).await?
+        skip_chunked(&mut s, inbuf).await?
     } else if let Some(len) = length {
-        skip_exact(s, inbuf, len).await?;
+        skip_exact(&mut s, inbuf, len).await?;
         len
     } else if status == 101 || status == 204 || status == 304 {
         0
@@ -102,7 +141,7 @@ pub async fn read_response(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u1
         let mut n = inbuf.len() as u64;
         inbuf.clear();
         loop {
-            let r = read_some(s, inbuf).await?;
+            let r = s.fill(inbuf).await?;
             if r == 0 {
                 break;
             }
@@ -114,7 +153,7 @@ pub async fn read_response(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<(u1
     Ok((status, body, close))
 }
 
-async fn skip_exact(s: &TcpStream, inbuf: &mut Vec<u8>, len: u64) -> io::Result<()> {
+async fn skip_exact<S: Source>(mut s: S, inbuf: &mut Vec<u8>, len: u64) -> io::Result<()> {
     let mut left = len;
     loop {
         let take = left.min(inbuf.len() as u64) as usize;
@@ -123,13 +162,13 @@ async fn skip_exact(s: &TcpStream, inbuf: &mut Vec<u8>, len: u64) -> io::Result<
         if left == 0 {
             return Ok(());
         }
-        if read_some(s, inbuf).await? == 0 {
+        if s.fill(inbuf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }
 
-async fn skip_chunked(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<u64> {
+async fn skip_chunked<S: Source>(mut s: S, inbuf: &mut Vec<u8>) -> io::Result<u64> {
     let mut total = 0u64;
     // Bounded: each round consumes one chunk; MAX_FRAME caps the body.
     loop {
@@ -137,7 +176,7 @@ async fn skip_chunked(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<u64> {
             if let Some(p) = inbuf.windows(2).position(|w| w == b"\r\n") {
                 break p;
             }
-            if inbuf.len() > 4096 || read_some(s, inbuf).await? == 0 {
+            if inbuf.len() > 4096 || s.fill(inbuf).await? == 0 {
                 return Err(bad("bad chunk size line"));
             }
         };
@@ -147,14 +186,14 @@ async fn skip_chunked(s: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<u64> {
         inbuf.drain(..line_end + 2);
         if size == 0 {
             // No trailers from our backends: expect the final CRLF.
-            skip_exact(s, inbuf, 2).await?;
+            skip_exact(&mut s, inbuf, 2).await?;
             return Ok(total);
         }
         total += size;
         if total > MAX_FRAME as u64 * 64 {
             return Err(bad("body too large"));
         }
-        skip_exact(s, inbuf, size + 2).await?;
+        skip_exact(&mut s, inbuf, size + 2).await?;
     }
 }
 
