@@ -522,7 +522,11 @@ async fn attempt(
         let (mut conn, connect_time) = match cached.take() {
             Some(c) => (c, Duration::ZERO),
             None => {
-                let c = connect(peer, settings).await?;
+                // A request without a body goes out in one write, so
+                // Nagle never holds it back: like nginx, no setsockopt
+                // then, unless the connection may be cached for others.
+                let nodelay = cache.is_some() || !r.body().is_end_stream();
+                let c = connect(peer, settings, nodelay).await?;
                 (c, t0.elapsed())
             }
         };
@@ -587,6 +591,7 @@ async fn attempt(
 async fn connect(
     peer: &PeerGuard,
     settings: &crate::conf::model::Settings,
+    nodelay: bool,
 ) -> Result<PooledConn, AttemptError> {
     let stream = match tokio::time::timeout(
         settings.proxy_connect_timeout,
@@ -598,7 +603,9 @@ async fn connect(
         Ok(Err(e)) => return Err(AttemptError::Connect(io_reason(&e))),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    if nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     if settings.proxy_socket_keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
@@ -892,6 +899,9 @@ impl TunnelDone {
 impl super::upgraded::TunnelLog for TunnelDone {
     fn nodelay(&self) -> bool {
         self.state.settings.tcp_nodelay
+    }
+    fn client_nodelay_set(&self) -> bool {
+        self.state.conn.nodelay
     }
 
     fn conn_id(&self) -> u64 {

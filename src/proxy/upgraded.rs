@@ -29,6 +29,8 @@ use crate::conf::model::LogLevel;
 pub trait TunnelLog: Send + 'static {
     /// `tcp_nodelay` of the location.
     fn nodelay(&self) -> bool;
+    /// TCP_NODELAY is already on for the client socket (set at accept).
+    fn client_nodelay_set(&self) -> bool;
     /// The client connection's number (`$connection`).
     fn conn_id(&self) -> u64;
     /// The tunnel ended (`None`: an upgrade failed before it started).
@@ -87,7 +89,9 @@ fn start(
     let upstream = u.io.into_inner();
     // nginx switches tcp_nodelay on when a connection becomes a tunnel.
     if log.nodelay() {
-        let _ = client.set_nodelay(true);
+        if !log.client_nodelay_set() {
+            let _ = client.set_nodelay(true);
+        }
         let _ = upstream.set_nodelay(true);
     }
     let (client_pending, upstream_pending) = (detach(client_pending), detach(u.read_buf));
@@ -139,6 +143,9 @@ mod tests {
     impl TunnelLog for NoLog {
         fn nodelay(&self) -> bool {
             true
+        }
+        fn client_nodelay_set(&self) -> bool {
+            false
         }
         fn conn_id(&self) -> u64 {
             1
