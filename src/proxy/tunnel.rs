@@ -55,7 +55,11 @@
 //! close frame exchange, the two behave the same; for other upgraded protocols
 //! half-close is what TCP promises. The idle timer stays armed after a
 //! half-close, so a half-closed tunnel whose remaining peer goes silent still
-//! ends after `proxy_read_timeout`.
+//! ends after `proxy_read_timeout`. Two exceptions, where the half-close
+//! would change nothing a peer can see: the last EOF is not passed on with
+//! `shutdown()` (closing both sockets sends the FIN), and a WebSocket whose
+//! close frames have passed both ways ends at the first EOF, as in nginx
+//! (RFC 6455 7.1.1: nothing may follow them).
 //!
 //! # Cancellation
 //!
@@ -240,6 +244,51 @@ enum Fail {
     Write(io::Error),
 }
 
+/// `try_read`, except that a short read also ends the socket's readiness,
+/// as nginx's `ngx_unix_recv` does: the receive queue held less than the
+/// buffer, so it is empty now, and the next read would only be EAGAIN (an
+/// extra `recvfrom` per message). Data or a FIN arriving later raises a new
+/// edge; tokio keeps a readiness newer than the one this read saw, and a
+/// FIN already seen (read-closed) is never cleared.
+fn read_drained(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read as _;
+    let mut got = 0;
+    let r = src.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(src)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            got = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match r {
+        Err(e) if would_block(&e) && got > 0 => Ok(got),
+        r => r,
+    }
+}
+
+/// A direction that read EOF and flushed what it read passes the EOF on:
+/// `shutdown(SHUT_WR)` on its destination, unless the tunnel ends now
+/// (`ends`: the other direction is done too, or the WebSocket is over), when
+/// closing the sockets sends the FIN without it.
+fn pass_eof(half: &mut Half, dst: &TcpStream, ends: bool) {
+    if !half.read_eof || half.shut || !half.pending.is_empty() {
+        return;
+    }
+    half.shut = true;
+    if ends {
+        return;
+    }
+    // Fails only if the peer is already gone, which the other direction
+    // will report.
+    if let Err(e) = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
+        crate::error_log!(
+            crate::conf::model::LogLevel::Debug,
+            "tunnel shutdown(SHUT_WR): {e}"
+        );
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -253,7 +302,7 @@ fn track(frames: Option<&mut FrameTracker>, bytes: &[u8]) {
 
 /// Copies `src` to `dst` until either would block (`Pending`), the direction
 /// is finished (`Ready(Ok)`), or it fails. Sets `active` when any byte or EOF
-/// moved.
+/// moved. The caller passes the EOF on ([`pass_eof`]).
 fn poll_half(
     half: &mut Half,
     src: &TcpStream,
@@ -278,17 +327,6 @@ fn poll_half(
             }
         }
         if half.read_eof {
-            if !half.shut {
-                half.shut = true;
-                // Fails only if the peer is already gone, which the other
-                // direction will report.
-                if let Err(e) = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
-                    crate::error_log!(
-                        crate::conf::model::LogLevel::Debug,
-                        "tunnel shutdown(SHUT_WR): {e}"
-                    );
-                }
-            }
             return Poll::Ready(Ok(()));
         }
         if let Err(e) = std::task::ready!(src.poll_read_ready(cx)) {
@@ -296,7 +334,7 @@ fn poll_half(
         }
         // Ok(true): bytes moved or EOF; Ok(false): spurious readiness, the
         // next poll_read_ready registers interest.
-        let step = SCRATCH.with_borrow_mut(|buf| match src.try_read(buf) {
+        let step = SCRATCH.with_borrow_mut(|buf| match read_drained(src, buf) {
             Ok(0) => {
                 half.read_eof = true;
                 Ok(true)
@@ -403,6 +441,16 @@ impl State {
         next
     }
 
+    /// A WebSocket whose close frames have passed both ways is over (RFC
+    /// 6455 section 7.1.1): the first EOF after them ends the tunnel, as
+    /// nginx ends every tunnel, instead of a half-close and a wait for the
+    /// other peer's EOF.
+    fn ws_over(&self) -> bool {
+        self.ws
+            .as_ref()
+            .is_some_and(|w| w.c2u.close_seen() && w.u2c.close_seen())
+    }
+
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
         let mut active = false;
         let (fc, fu) = match &mut self.ws {
@@ -431,6 +479,13 @@ impl State {
         if active {
             self.last_activity = Instant::now();
         }
+        if !matches!(c2u, Poll::Ready(Err(_))) && !matches!(u2c, Poll::Ready(Err(_))) {
+            let over = self.ws_over();
+            let finished = |h: &Half| h.read_eof && h.pending.is_empty();
+            let (c_fin, u_fin) = (finished(&self.c2u), finished(&self.u2c));
+            pass_eof(&mut self.c2u, &self.upstream, over || u_fin);
+            pass_eof(&mut self.u2c, &self.client, over || c_fin);
+        }
         match (c2u, u2c) {
             (Poll::Ready(Err(Fail::Read(e))), _) | (_, Poll::Ready(Err(Fail::Write(e)))) => {
                 Poll::Ready(TunnelEnd::ClientError(e))
@@ -439,6 +494,9 @@ impl State {
                 Poll::Ready(TunnelEnd::UpstreamError(e))
             }
             _ if self.c2u.done() && self.u2c.done() => Poll::Ready(TunnelEnd::Closed),
+            _ if (self.c2u.done() || self.u2c.done()) && self.ws_over() => {
+                Poll::Ready(TunnelEnd::Closed)
+            }
             _ => Poll::Pending,
         }
     }
