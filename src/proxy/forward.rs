@@ -620,7 +620,7 @@ async fn connect(
     };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(false)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(UpstreamIo(stream)))
         .await
         .map_err(|_| AttemptError::Closed)?;
     tokio::spawn(async move {
@@ -629,6 +629,62 @@ async fn connect(
         let _ = conn.with_upgrades().await;
     });
     Ok(PooledConn::fresh(sender))
+}
+
+/// An upstream connection as hyper's client drives it. hyper calls
+/// `shutdown()` before it drops a connection it does not keep; on a plain
+/// socket that is a syscall (and a FIN) the `close()` right after makes
+/// anyway, which nginx does not make: skipped. A TLS stream still sends its
+/// close_notify.
+pub struct UpstreamIo(pub UpstreamStream);
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            UpstreamStream::Plain(_) => std::task::Poll::Ready(Ok(())),
+            tls => std::pin::Pin::new(tls).poll_shutdown(cx),
+        }
+    }
 }
 
 /// `Connection: close` among the header's tokens.

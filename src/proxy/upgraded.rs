@@ -81,12 +81,12 @@ fn start(
 ) -> Option<impl Future<Output = TunnelStats> + Send + 'static> {
     let (Some((client, client_pending)), Ok(u)) = (
         crate::server::conn::upgraded_client(client),
-        upstream.downcast::<TokioIo<UpstreamStream>>(),
+        upstream.downcast::<TokioIo<super::forward::UpstreamIo>>(),
     ) else {
         crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
         return None;
     };
-    let upstream = u.io.into_inner();
+    let upstream = u.io.into_inner().0;
     // nginx switches tcp_nodelay on when a connection becomes a tunnel.
     if log.nodelay() {
         if !log.client_nodelay_set() {
