@@ -702,4 +702,46 @@ mod tests {
         st.c2u.pending = Bytes::new();
         st.u2c.pending = Bytes::new();
     }
+
+    /// Polls the copy loop until it ends.
+    async fn finish(st: &mut State) -> TunnelEnd {
+        poll_fn(|cx| st.poll_copy(cx)).await
+    }
+
+    #[tokio::test]
+    async fn an_eof_becomes_a_half_close_and_the_other_way_keeps_flowing() {
+        let (mut client, mut upstream, mut st) = state().await;
+        upstream.shutdown().await.expect("shutdown");
+        let mut buf = [0u8; 4];
+        let eof = client.read(&mut buf);
+        tokio::pin!(eof);
+        let n = poll_fn(|cx| {
+            assert!(st.poll_copy(cx).is_pending());
+            eof.as_mut().poll(cx)
+        })
+        .await
+        .expect("read");
+        assert_eq!(n, 0, "the client sees the upstream's EOF");
+        client.write_all(b"late").await.expect("write");
+        pump(&mut st, &mut upstream, 4).await;
+        client.shutdown().await.expect("shutdown");
+        assert!(matches!(finish(&mut st).await, TunnelEnd::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_websocket_ends_at_the_first_eof_after_both_close_frames() {
+        let (mut client, mut upstream, mut st) = state().await;
+        st.ws = Some(WsFrames::new(&[], &[]));
+        let masked = crate::proxy::wsframe::close_frame(1000, "", Some([1, 2, 3, 4]));
+        client.write_all(&masked).await.expect("write");
+        pump(&mut st, &mut upstream, masked.len()).await;
+        let reply = crate::proxy::wsframe::close_frame(1000, "", None);
+        upstream.write_all(&reply).await.expect("write");
+        pump(&mut st, &mut client, reply.len()).await;
+        // The upstream closes TCP first; the client never sends its EOF
+        // (bounded: a half-closing tunnel would wait for it).
+        drop(upstream);
+        let end = tokio::time::timeout(Duration::from_secs(10), finish(&mut st)).await;
+        assert!(matches!(end, Ok(TunnelEnd::Closed)));
+    }
 }
