@@ -258,7 +258,18 @@ async fn await_close<R: tokio::io::AsyncRead + Unpin>(src: &mut R, frames: &mut 
 /// by every generation so a reload can end the tunnels of a removed location.
 #[derive(Debug, Default)]
 pub struct LocationScopes {
-    scopes: Mutex<HashMap<String, CancellationToken>>,
+    scopes: Mutex<Scopes>,
+}
+
+#[derive(Debug, Default)]
+struct Scopes {
+    by_key: HashMap<String, CancellationToken>,
+    /// The scope of a location by generation and the matcher's address in
+    /// that generation's configuration, so that a tunnel does not build its
+    /// location's key (a dozen allocations) each time; the matcher is kept
+    /// to check the address still means the same location. Cleared whenever
+    /// `by_key` loses entries, so it never hands out a forgotten scope.
+    memo: HashMap<(u64, usize, usize), (LocationMatch, CancellationToken)>,
 }
 
 impl LocationScopes {
@@ -267,9 +278,37 @@ impl LocationScopes {
     pub fn token(&self, key: String, shutdown: &CancellationToken) -> CancellationToken {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         scopes
+            .by_key
             .entry(key)
             .or_insert_with(|| shutdown.child_token())
             .child_token()
+    }
+
+    /// [`token`](Self::token) for the location `matcher` of server
+    /// `server_idx` in generation `gen`; its key is built only the first time.
+    fn token_for(
+        &self,
+        gen: u64,
+        server: &ServerConf,
+        server_idx: usize,
+        matcher: &LocationMatch,
+        shutdown: &CancellationToken,
+    ) -> CancellationToken {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (gen, server_idx, matcher as *const LocationMatch as usize);
+        if let Some((m, scope)) = scopes.memo.get(&id) {
+            if m == matcher {
+                return scope.child_token();
+            }
+        }
+        let scope = scopes
+            .by_key
+            .entry(location_key(server, matcher))
+            .or_insert_with(|| shutdown.child_token())
+            .clone();
+        let token = scope.child_token();
+        scopes.memo.insert(id, (matcher.clone(), scope));
+        token
     }
 
     /// After a reload to the locations `keep`: forgets every other scope,
@@ -278,7 +317,8 @@ impl LocationScopes {
     pub fn retain(&self, keep: &HashSet<String>, drain: bool) -> usize {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let mut cancelled = 0;
-        scopes.retain(|key, token| {
+        scopes.memo.clear();
+        scopes.by_key.retain(|key, token| {
             let stays = keep.contains(key);
             if !stays && drain && !token.is_cancelled() {
                 token.cancel();
@@ -299,9 +339,10 @@ pub fn tunnel_token(
     websocket: bool,
 ) -> CancellationToken {
     match gen.http().servers.get(server_idx) {
-        Some(server) if websocket => gen
-            .tunnel_scopes
-            .token(location_key(server, matcher), &gen.shutdown),
+        Some(server) if websocket => {
+            gen.tunnel_scopes
+                .token_for(gen.id, server, server_idx, matcher, &gen.shutdown)
+        }
         _ => gen.shutdown.child_token(),
     }
 }

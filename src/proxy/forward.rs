@@ -522,7 +522,11 @@ async fn attempt(
         let (mut conn, connect_time) = match cached.take() {
             Some(c) => (c, Duration::ZERO),
             None => {
-                let c = connect(peer, settings).await?;
+                // A request without a body goes out in one write, so
+                // Nagle never holds it back: like nginx, no setsockopt
+                // then, unless the connection may be cached for others.
+                let nodelay = cache.is_some() || !r.body().is_end_stream();
+                let c = connect(peer, settings, nodelay).await?;
                 (c, t0.elapsed())
             }
         };
@@ -587,6 +591,7 @@ async fn attempt(
 async fn connect(
     peer: &PeerGuard,
     settings: &crate::conf::model::Settings,
+    nodelay: bool,
 ) -> Result<PooledConn, AttemptError> {
     let stream = match tokio::time::timeout(
         settings.proxy_connect_timeout,
@@ -598,7 +603,9 @@ async fn connect(
         Ok(Err(e)) => return Err(AttemptError::Connect(io_reason(&e))),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    if nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     if settings.proxy_socket_keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
@@ -613,7 +620,7 @@ async fn connect(
     };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(false)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(UpstreamIo(stream)))
         .await
         .map_err(|_| AttemptError::Closed)?;
     tokio::spawn(async move {
@@ -622,6 +629,62 @@ async fn connect(
         let _ = conn.with_upgrades().await;
     });
     Ok(PooledConn::fresh(sender))
+}
+
+/// An upstream connection as hyper's client drives it. hyper calls
+/// `shutdown()` before it drops a connection it does not keep; on a plain
+/// socket that is a syscall (and a FIN) the `close()` right after makes
+/// anyway, which nginx does not make: skipped. A TLS stream still sends its
+/// close_notify.
+pub struct UpstreamIo(pub UpstreamStream);
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            UpstreamStream::Plain(_) => std::task::Poll::Ready(Ok(())),
+            tls => std::pin::Pin::new(tls).poll_shutdown(cx),
+        }
+    }
 }
 
 /// `Connection: close` among the header's tokens.
@@ -892,6 +955,9 @@ impl TunnelDone {
 impl super::upgraded::TunnelLog for TunnelDone {
     fn nodelay(&self) -> bool {
         self.state.settings.tcp_nodelay
+    }
+    fn client_nodelay_set(&self) -> bool {
+        self.state.conn.nodelay
     }
 
     fn conn_id(&self) -> u64 {

@@ -27,7 +27,6 @@ use super::pages;
 use super::tunnel::{TunnelEnd, TunnelTimeouts};
 use crate::conf::model::{LocationMatch, LogLevel};
 use crate::server::request::{add_server_header, LogWhenDone, RequestState};
-use crate::server::tls::UpstreamStream;
 use crate::upstream::PeerGuard;
 use crate::vars::eval::{ResponseInfo, UpstreamInfo};
 
@@ -190,11 +189,11 @@ pub async fn relay(
                 return;
             }
         };
-        let Ok(u) = upstream.downcast::<TokioIo<UpstreamStream>>() else {
+        let Ok(u) = upstream.downcast::<TokioIo<super::forward::UpstreamIo>>() else {
             crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
             return;
         };
-        let upstream = u.io.into_inner();
+        let upstream = u.io.into_inner().0;
         if state.settings.tcp_nodelay {
             let _ = upstream.set_nodelay(true);
         }

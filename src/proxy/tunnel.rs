@@ -61,7 +61,11 @@
 //! close frame exchange, the two behave the same; for other upgraded protocols
 //! half-close is what TCP promises. The idle timer stays armed after a
 //! half-close, so a half-closed tunnel whose remaining peer goes silent still
-//! ends after `proxy_read_timeout`.
+//! ends after `proxy_read_timeout`. Two exceptions, where the half-close
+//! would change nothing a peer can see: the last EOF is not passed on with
+//! `shutdown()` on a TCP socket (closing both sockets sends the FIN), and a
+//! WebSocket whose close frames have passed both ways ends at the first EOF,
+//! as in nginx (RFC 6455 7.1.1: nothing may follow them).
 //!
 //! # Cancellation
 //!
@@ -149,9 +153,33 @@ pub enum TunnelEnd {
 }
 
 /// Either end of a tunnel: a TCP socket, a TLS stream, an HTTP/2 stream.
-pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Closing the stream says all a shutdown would (a TCP socket's FIN), so
+    /// a tunnel that ends now need not shut it down first. Not so for TLS
+    /// (close_notify) or HTTP/2 (END_STREAM rather than a reset).
+    fn close_is_shutdown(&self) -> bool {
+        false
+    }
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> TunnelIo for T {}
+impl TunnelIo for TcpStream {
+    fn close_is_shutdown(&self) -> bool {
+        true
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> TunnelIo
+    for crate::server::tls::MaybeTls<T>
+{
+    fn close_is_shutdown(&self) -> bool {
+        matches!(self, crate::server::tls::MaybeTls::Plain(_))
+    }
+}
+
+impl TunnelIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
+
+#[cfg(test)]
+impl TunnelIo for tokio::io::DuplexStream {}
 
 /// What a cancelled tunnel hands back: both streams, still open, and the bytes
 /// read but not yet written each way (to be written first).
@@ -277,7 +305,7 @@ fn track(frames: Option<&mut FrameTracker>, bytes: &[u8]) {
 
 /// Copies `src` to `dst` until either would block (`Pending`), the direction
 /// is finished (`Ready(Ok)`), or it fails. Sets `active` when any byte or EOF
-/// moved.
+/// moved. The caller passes the EOF on ([`poll_pass_eof`]).
 fn poll_half<R, W>(
     half: &mut Half,
     src: &mut R,
@@ -311,19 +339,12 @@ where
             half.unflushed = false;
         }
         if half.read_eof {
-            if !half.shut {
-                // shutdown(SHUT_WR) for TCP, close_notify for TLS, END_STREAM
-                // for HTTP/2. Fails only if the peer is already gone, which
-                // the other direction will report.
-                if let Err(e) = std::task::ready!(Pin::new(&mut *dst).poll_shutdown(cx)) {
-                    crate::error_log!(crate::conf::model::LogLevel::Debug, "tunnel shutdown: {e}");
-                }
-                half.shut = true;
-            }
             return Poll::Ready(Ok(()));
         }
         // Ok(true): bytes moved or EOF; Ok(false): nothing to read, interest
-        // registered.
+        // registered. On a TCP socket a short read also ends its readiness
+        // (tokio does so, as nginx's `ngx_unix_recv`): no EAGAIN read after
+        // each message.
         let step = SCRATCH.with_borrow_mut(|buf| {
             let mut rb = ReadBuf::new(buf);
             match Pin::new(&mut *src).poll_read(cx, &mut rb) {
@@ -361,6 +382,29 @@ where
             Err(fail) => return Poll::Ready(Err(fail)),
         }
     }
+}
+
+/// A direction that read EOF and wrote out what it read passes the EOF on:
+/// `shutdown(SHUT_WR)` for TCP, close_notify for TLS, END_STREAM for HTTP/2,
+/// unless the tunnel ends now (`ends`) and closing says the same.
+fn poll_pass_eof<W: TunnelIo>(
+    half: &mut Half,
+    dst: &mut W,
+    ends: bool,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if !half.read_eof || half.shut || !half.pending.is_empty() || half.unflushed {
+        return Poll::Ready(());
+    }
+    if !(ends && dst.close_is_shutdown()) {
+        // Fails only if the peer is already gone, which the other direction
+        // will report.
+        if let Err(e) = std::task::ready!(Pin::new(&mut *dst).poll_shutdown(cx)) {
+            crate::error_log!(crate::conf::model::LogLevel::Debug, "tunnel shutdown: {e}");
+        }
+    }
+    half.shut = true;
+    Poll::Ready(())
 }
 
 /// [`TunnelTimeouts`] in milliseconds, saturating at 49 days (nginx's own
@@ -438,6 +482,16 @@ impl<C: TunnelIo, U: TunnelIo> State<C, U> {
         next
     }
 
+    /// A WebSocket whose close frames have passed both ways is over (RFC
+    /// 6455 section 7.1.1): the first EOF after them ends the tunnel, as
+    /// nginx ends every tunnel, instead of a half-close and a wait for the
+    /// other peer's EOF.
+    fn ws_over(&self) -> bool {
+        self.ws
+            .as_ref()
+            .is_some_and(|w| w.c2u.close_seen() && w.u2c.close_seen())
+    }
+
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
         let mut active = false;
         let (fc, fu) = match &mut self.ws {
@@ -466,6 +520,15 @@ impl<C: TunnelIo, U: TunnelIo> State<C, U> {
         if active {
             self.last_activity = Instant::now();
         }
+        if !matches!(c2u, Poll::Ready(Err(_))) && !matches!(u2c, Poll::Ready(Err(_))) {
+            let over = self.ws_over();
+            let finished = |h: &Half| h.read_eof && h.pending.is_empty() && !h.unflushed;
+            let (c_fin, u_fin) = (finished(&self.c2u), finished(&self.u2c));
+            // Pending only while a TLS or HTTP/2 shutdown waits to be
+            // written; its waker is registered.
+            let _ = poll_pass_eof(&mut self.c2u, &mut self.upstream, over || u_fin, cx);
+            let _ = poll_pass_eof(&mut self.u2c, &mut self.client, over || c_fin, cx);
+        }
         match (c2u, u2c) {
             (Poll::Ready(Err(Fail::Read(e))), _) | (_, Poll::Ready(Err(Fail::Write(e)))) => {
                 Poll::Ready(TunnelEnd::ClientError(e))
@@ -474,6 +537,9 @@ impl<C: TunnelIo, U: TunnelIo> State<C, U> {
                 Poll::Ready(TunnelEnd::UpstreamError(e))
             }
             _ if self.c2u.done() && self.u2c.done() => Poll::Ready(TunnelEnd::Closed),
+            _ if (self.c2u.done() || self.u2c.done()) && self.ws_over() => {
+                Poll::Ready(TunnelEnd::Closed)
+            }
             _ => Poll::Pending,
         }
     }
@@ -678,6 +744,48 @@ mod tests {
         // Not counted in the gauge: set directly above.
         st.c2u.pending = Bytes::new();
         st.u2c.pending = Bytes::new();
+    }
+
+    /// Polls the copy loop until it ends.
+    async fn finish(st: &mut State<TcpStream, TcpStream>) -> TunnelEnd {
+        poll_fn(|cx| st.poll_copy(cx)).await
+    }
+
+    #[tokio::test]
+    async fn an_eof_becomes_a_half_close_and_the_other_way_keeps_flowing() {
+        let (mut client, mut upstream, mut st) = state().await;
+        upstream.shutdown().await.expect("shutdown");
+        let mut buf = [0u8; 4];
+        let eof = client.read(&mut buf);
+        tokio::pin!(eof);
+        let n = poll_fn(|cx| {
+            assert!(st.poll_copy(cx).is_pending());
+            eof.as_mut().poll(cx)
+        })
+        .await
+        .expect("read");
+        assert_eq!(n, 0, "the client sees the upstream's EOF");
+        client.write_all(b"late").await.expect("write");
+        pump(&mut st, &mut upstream, 4).await;
+        client.shutdown().await.expect("shutdown");
+        assert!(matches!(finish(&mut st).await, TunnelEnd::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_websocket_ends_at_the_first_eof_after_both_close_frames() {
+        let (mut client, mut upstream, mut st) = state().await;
+        st.ws = Some(WsFrames::new(&[], &[]));
+        let masked = crate::proxy::wsframe::close_frame(1000, "", Some([1, 2, 3, 4]));
+        client.write_all(&masked).await.expect("write");
+        pump(&mut st, &mut upstream, masked.len()).await;
+        let reply = crate::proxy::wsframe::close_frame(1000, "", None);
+        upstream.write_all(&reply).await.expect("write");
+        pump(&mut st, &mut client, reply.len()).await;
+        // The upstream closes TCP first; the client never sends its EOF
+        // (bounded: a half-closing tunnel would wait for it).
+        drop(upstream);
+        let end = tokio::time::timeout(Duration::from_secs(10), finish(&mut st)).await;
+        assert!(matches!(end, Ok(TunnelEnd::Closed)));
     }
 
     fn timeouts(idle: Duration) -> TunnelTimeouts {

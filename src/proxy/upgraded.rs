@@ -29,6 +29,8 @@ use crate::conf::model::LogLevel;
 pub trait TunnelLog: Send + 'static {
     /// `tcp_nodelay` of the location.
     fn nodelay(&self) -> bool;
+    /// TCP_NODELAY is already on for the client socket (set at accept).
+    fn client_nodelay_set(&self) -> bool;
     /// The client connection's number (`$connection`).
     fn conn_id(&self) -> u64;
     /// The tunnel ended (`None`: an upgrade failed before it started).
@@ -79,15 +81,17 @@ fn start(
 ) -> Option<impl Future<Output = TunnelStats> + Send + 'static> {
     let (Some((client, client_pending)), Ok(u)) = (
         crate::server::conn::upgraded_client(client),
-        upstream.downcast::<TokioIo<UpstreamStream>>(),
+        upstream.downcast::<TokioIo<super::forward::UpstreamIo>>(),
     ) else {
         crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
         return None;
     };
-    let upstream = u.io.into_inner();
+    let upstream = u.io.into_inner().0;
     // nginx switches tcp_nodelay on when a connection becomes a tunnel.
     if log.nodelay() {
-        let _ = client.set_nodelay(true);
+        if !log.client_nodelay_set() {
+            let _ = client.set_nodelay(true);
+        }
         let _ = upstream.set_nodelay(true);
     }
     let (client_pending, upstream_pending) = (detach(client_pending), detach(u.read_buf));
@@ -142,6 +146,9 @@ mod tests {
     impl TunnelLog for NoLog {
         fn nodelay(&self) -> bool {
             true
+        }
+        fn client_nodelay_set(&self) -> bool {
+            false
         }
         fn conn_id(&self) -> u64 {
             1

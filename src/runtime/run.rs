@@ -58,11 +58,21 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
     } else {
         Startup::foreground()
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()
-    {
+    // One worker: a current-thread runtime, as nginx's single worker is one
+    // thread. It saves the work-stealing scheduler's atomics, wake-ups and
+    // cross-thread hand-offs on every poll; nothing here blocks a worker
+    // (no `block_in_place`; reload parses on a blocking thread).
+    let built = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => return startup.fail(&format!("cannot start worker threads: {e}")),
     };
@@ -220,7 +230,16 @@ async fn serve(
                     crate::error_log!(crate::conf::model::LogLevel::Warn, "reload is not available for the embedded demo");
                     continue;
                 };
-                match conf::load(opts) {
+                // Parsed off the runtime's thread: with one worker, that
+                // thread also serves every connection.
+                let opts = opts.clone();
+                let loaded = tokio::task::spawn_blocking(move || conf::load(&opts)).await;
+                let Ok(loaded) = loaded else {
+                    crate::error_log!(crate::conf::model::LogLevel::Emerg, "reload: configuration loader failed");
+                    super::metrics::reloaded(None);
+                    continue;
+                };
+                match loaded {
                     Ok(c) => {
                         for w in &c.warnings {
                             crate::error_log!(crate::conf::model::LogLevel::Warn, "{w}");

@@ -19,6 +19,9 @@ pub struct ConnState {
     /// send_timeout and keepalive_timeout of the latest request's location.
     pub timers: Arc<super::guard::ConnTimers>,
     pub local: SocketAddr,
+    /// TCP_NODELAY was set on the socket at accept (the server's
+    /// `tcp_nodelay`), so a tunnel need not set it again.
+    pub nodelay: bool,
     requests: AtomicU64,
     /// ops: this connection in stub_status's counters.
     pub gauge: Arc<crate::runtime::metrics::ConnGauge>,
@@ -60,6 +63,12 @@ pub async fn accept_loop(
     permits: Arc<Semaphore>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    // A listener bound to one address accepts only on it: no getsockname()
+    // per connection then (nginx does the same), only for wildcards.
+    let fixed_local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -81,7 +90,10 @@ pub async fn accept_loop(
             },
         };
         let gen = current.load_full();
-        let local = stream.local_addr().unwrap_or(remote);
+        let local = match fixed_local {
+            Some(a) => a,
+            None => stream.local_addr().unwrap_or(remote),
+        };
         let settings = gen.default_settings(local);
         let limits = head_limits(&settings);
         let tls = gen.tls.acceptor(&gen.vhosts, local);
@@ -95,6 +107,7 @@ pub async fn accept_loop(
                 tls: None,
             },
             local,
+            nodelay: settings.tcp_nodelay,
             requests: AtomicU64::new(0),
             gauge: crate::runtime::metrics::ConnGauge::accepted(),
             _permit: permit,
@@ -113,7 +126,10 @@ async fn serve(
     stop: tokio_util::sync::CancellationToken,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let _ = stream.set_nodelay(settings.tcp_nodelay);
+    // A new socket has Nagle on: only `on` costs a setsockopt.
+    if settings.tcp_nodelay {
+        let _ = stream.set_nodelay(true);
+    }
     let mut state = state;
     // tls: the handshake runs in the connection's own task, bounded by
     // client_header_timeout, so it never holds up other connections.

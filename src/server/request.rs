@@ -279,8 +279,7 @@ pub async fn handle(
                 }
             }
             state.proxy = Some(pp.clone());
-            let matcher = location.matcher.clone();
-            Ok(crate::proxy::forward(state, &matcher, body, client_upgrade).await)
+            Ok(crate::proxy::forward(state, &location.matcher, body, client_upgrade).await)
         }
     }
 }
