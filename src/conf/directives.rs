@@ -93,7 +93,10 @@ const NO_TEMP_FILES: Status = NoEffect(
 );
 const NO_STATIC: Status = NoEffect("sluice does not serve static files yet");
 const NO_HASH: Status = NoEffect("sluice's lookup tables size themselves");
-const LATER_TLS: Status = NoEffect("TLS is not implemented yet");
+const NO_CLIENT_CERTS: Status = NoEffect(
+    "client certificates are not implemented (ssl_verify_client other than off is refused at load)",
+);
+const NO_STAPLING: Status = NoEffect("OCSP stapling is not implemented");
 const NO_PUSH: Status =
     NoEffect("HTTP/2 server push is not implemented (nginx 1.25.1 dropped it too)");
 const LATER_REWRITE: Status = NoEffect("the rewrite module (except return) is not implemented yet");
@@ -179,7 +182,7 @@ pub static DIRECTIVES: &[Spec] = &[
         n(1),
         NoEffect("sluice has no dynamic modules"),
     ),
-    d("ssl_engine", MAIN, n(1), LATER_TLS),
+    d("ssl_engine", MAIN, n(1), NoEffect("rustls has no OpenSSL engines")),
     b("events", MAIN, n(0), OK),
     b("http", MAIN, n(0), OK),
     // events {}
@@ -503,13 +506,13 @@ pub static DIRECTIVES: &[Spec] = &[
     d("ssl_session_cache", HS, AtLeast(1), Differs("a cache per listen address and worker process set (not shared between processes); shared:NAME:SIZE holds about 4000 sessions per MB")),
     d("ssl_session_timeout", HS, n(1), Differs("the lifetime of session tickets")),
     d("ssl_session_tickets", HS, Flag, Differs("ticket keys are random per load and rotate as rustls does; ssl_session_ticket_key is not read")),
-    d("ssl_dhparam", HS, n(1), LATER_TLS),
-    d("ssl_ecdh_curve", HS, n(1), LATER_TLS),
-    d("ssl_stapling", HS, Flag, LATER_TLS),
-    d("ssl_stapling_verify", HS, Flag, LATER_TLS),
-    d("ssl_trusted_certificate", HS, n(1), LATER_TLS),
-    d("ssl_client_certificate", HS, n(1), LATER_TLS),
-    d("ssl_verify_client", HS, n(1), LATER_TLS),
+    d("ssl_dhparam", HS, n(1), NoEffect("rustls has no DHE suites: key exchange is ECDHE")),
+    d("ssl_ecdh_curve", HS, n(1), NoEffect("rustls offers X25519, P-256 and P-384 in its own order")),
+    d("ssl_stapling", HS, Flag, NO_STAPLING),
+    d("ssl_stapling_verify", HS, Flag, NO_STAPLING),
+    d("ssl_trusted_certificate", HS, n(1), NoEffect("used by OCSP stapling and client certificates, neither implemented")),
+    d("ssl_client_certificate", HS, n(1), NO_CLIENT_CERTS),
+    d("ssl_verify_client", HS, n(1), Differs("only off (the default): on, optional and optional_no_ca are refused at load, as client certificates are not implemented")),
     d("http2", HS, Flag, Differs("acts per address: HTTP/2 is offered on an address when its listen has http2 or any of its servers says http2 on")),
     d("http2_max_concurrent_streams", HS, n(1), Supported),
     d("http2_recv_buffer_size", HTTP, n(1), Differs("bounds the connection's HTTP/2 receive window (unread request body data per connection)")),
@@ -673,15 +676,15 @@ pub static DIRECTIVES: &[Spec] = &[
         n(2),
         NoEffect("sluice has no gRPC client yet"),
     ),
-    d("ssl", HS, Flag, LATER_TLS),
-    d("ssl_buffer_size", HS, n(1), LATER_TLS),
-    d("ssl_session_ticket_key", HS, n(1), LATER_TLS),
-    d("ssl_verify_depth", HS, n(1), LATER_TLS),
-    d("ssl_crl", HS, n(1), LATER_TLS),
-    d("ssl_password_file", HS, n(1), LATER_TLS),
-    d("ssl_early_data", HS, Flag, LATER_TLS),
-    d("ssl_reject_handshake", HS, Flag, LATER_TLS),
-    d("ssl_conf_command", HS, n(2), LATER_TLS),
+    d("ssl", HS, Flag, Differs("only off: \"ssl on\" is refused at load (nginx 1.25 removed it); use listen ... ssl")),
+    d("ssl_buffer_size", HS, n(1), NoEffect("rustls sizes its records itself (up to 16 KiB)")),
+    d("ssl_session_ticket_key", HS, n(1), NoEffect("ticket keys are random per configuration load")),
+    d("ssl_verify_depth", HS, n(1), NO_CLIENT_CERTS),
+    d("ssl_crl", HS, n(1), NO_CLIENT_CERTS),
+    d("ssl_password_file", HS, n(1), NoEffect("encrypted private keys are not supported: the key fails to load")),
+    d("ssl_early_data", HS, Flag, NoEffect("0-RTT early data is not offered")),
+    d("ssl_reject_handshake", HS, Flag, NoEffect("not implemented: a listen ... ssl server needs a certificate")),
+    d("ssl_conf_command", HS, n(2), NoEffect("OpenSSL configuration commands do not apply to rustls")),
     d("http2_push", HSL, n(1), NO_PUSH),
     d("http2_push_preload", HSL, Flag, NO_PUSH),
     d("http2_idle_timeout", HS, n(1), NoEffect("obsolete in nginx since 1.19.7; keepalive_timeout closes idle HTTP/2 connections, as here")),

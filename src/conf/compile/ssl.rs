@@ -108,6 +108,23 @@ pub(super) fn apply(cx: &mut Cx, lv: &mut LevelSettings, d: &Directive) -> Resul
         }
         "ssl_session_timeout" => once!(lv, ssl_session_timeout, d, arg_time(d, 0)?),
         "ssl_session_tickets" => once!(lv, ssl_session_tickets, d, arg_flag(d)),
+        // Accepting these as on without acting would serve plain HTTP where
+        // TLS was asked for, or let clients in without a certificate.
+        "ssl" if arg_flag(d) => {
+            return Err(ConfError::msg(
+                "\"ssl on\" is not supported by sluice (nginx 1.25 removed it): use \"listen ... ssl\"",
+                &d.loc,
+            ))
+        }
+        "ssl_verify_client" if a[0] != "off" => {
+            return Err(ConfError::msg(
+                format!(
+                    "\"ssl_verify_client {}\" is not supported by sluice: client certificates are not implemented",
+                    a[0]
+                ),
+                &d.loc,
+            ))
+        }
         n if n.starts_with("proxy_ssl_") => return apply_proxy(cx, lv, d),
         _ => return Ok(false),
     }
@@ -401,5 +418,36 @@ impl rustls::client::ResolvesClientCert for ClientCert {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod refusals {
+    fn load(server: &str) -> Result<(), String> {
+        crate::conf::load_str(
+            &format!("events {{}}\nhttp {{\nserver {{\n{server}\n}}\n}}\n"),
+            "t.conf",
+            std::path::Path::new("/tmp"),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    // Accepted as "on" without acting, these would serve plain HTTP where
+    // TLS was asked for, or let in clients without a certificate.
+    #[test]
+    fn ssl_on_and_client_certificate_checks_are_refused_not_ignored() {
+        let e = load("listen 127.0.0.1:8443;\nssl on;").expect_err("ssl on");
+        assert!(
+            e.contains("\"ssl on\" is not supported") && e.contains("t.conf:5"),
+            "{e}"
+        );
+        for v in ["on", "optional", "optional_no_ca"] {
+            let e = load(&format!("listen 127.0.0.1:8443;\nssl_verify_client {v};"))
+                .expect_err("ssl_verify_client");
+            assert!(e.contains("client certificates are not implemented"), "{e}");
+            assert!(e.contains("t.conf:5"), "{e}");
+        }
+        assert!(load("listen 127.0.0.1:8443;\nssl off;\nssl_verify_client off;").is_ok());
     }
 }
