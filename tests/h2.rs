@@ -424,6 +424,46 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
     assert_eq!(node("/deny"), "status=403\n");
 }
 
+// Many WebSockets at once on one HTTP/2 connection (RFC 8441), to the
+// guide's own server.js on Node's `ws` and to `sluice echo`: a message in
+// flight on every stream before any reply is read, then a 16 MiB message
+// checked byte for byte (SHA-256) while the others stay open.
+#[test]
+fn many_websockets_multiplexed_on_one_http2_connection_to_node_ws_and_sluice_echo() {
+    let dir = temp_dir("h2ws-multi");
+    let (_node, node_port) = interop_common::start_guide_server(&dir);
+    let (_echo, echo) = start_echo();
+    let port = common::free_port();
+    let ws = |upstream: String| {
+        format!(
+            "proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;"
+        )
+    };
+    let conf = format!(
+        "{main}http {{
+    access_log off;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location /node {{ {node} }}
+        location /echo {{ {echo} }}
+    }}
+}}
+",
+        main = main_block(),
+        node = ws(format!("127.0.0.1:{node_port}")),
+        echo = ws(echo.to_string()),
+    );
+    let _s = Sluice::start("h2ws-multi", &conf);
+    for path in ["/node", "/echo"] {
+        let out = h2ws_client(&dir, port, None, &["--multi", "16", path]);
+        assert_eq!(out.trim(), "multi=16 echoes=ok big=ok closes=ok", "{path}");
+    }
+}
+
 fn expect_session_in(lines: &[&str], out: &str) {
     assert!(
         lines[0].starts_with("/ws status=200 settings_connect=1"),

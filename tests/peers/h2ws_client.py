@@ -3,14 +3,23 @@
 third-party `h2` (HTTP/2) and `wsproto` (WebSocket framing) packages.
 
 usage: h2ws_client.py HOST PORT [--tls CA] [--goaway] PATH...
+       h2ws_client.py HOST PORT [--tls CA] --multi N PATH
 
 For every PATH it opens an extended CONNECT stream on one connection and
 prints `PATH status=N settings_connect=0|1 [subprotocol=P]`. On a 200 it then
 sends a text message, a binary message and a close with code 4001, and
 prints what came back: `text=...`, `binary=<hex>`, `close=CODE REASON`.
 Ends with `done`. Every wait is bounded by a socket timeout.
+
+With --multi, it opens N WebSockets on PATH at once on one connection, sends
+`hello I` on each before reading any reply, checks every echo (`Server
+received from client: hello I`, as the guide's server.js and `sluice echo`
+answer), sends one 16 MiB text message on the first while the others stay
+open and checks its echo byte for byte (SHA-256), closes all with 4001 and
+prints `multi=N echoes=ok big=ok closes=ok`.
 """
 
+import hashlib
 import socket
 import ssl
 import sys
@@ -120,7 +129,8 @@ if goaway:
     sock.close()
     sys.exit(0)
 
-for path in paths:
+def open_ws(path, extra=()):
+    """Sends an extended CONNECT for `path`; returns the stream id."""
     sid = conn.get_next_available_stream_id()
     conn.send_headers(
         sid,
@@ -131,11 +141,94 @@ for path in paths:
             (":path", path),
             (":authority", "localhost:%d" % port),
             ("sec-websocket-version", "13"),
-            ("sec-websocket-protocol", "chat, superchat"),
+            *extra,
             ("origin", "http://localhost"),
         ],
     )
     sock.sendall(conn.data_to_send())
+    return sid
+
+
+def send_on(sid, ws, event):
+    """Sends a WebSocket event on stream `sid` within the flow-control windows."""
+    data = ws.send(event)
+    while data:
+        room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+        if room <= 0:
+            if not pump():
+                raise SystemExit("connection closed while sending")
+            continue
+        conn.send_data(sid, data[:room])
+        data = data[room:]
+        sock.sendall(conn.data_to_send())
+
+
+def next_ws_on(sid, ws):
+    """The next WebSocket event of stream `sid`; other streams' data waits."""
+    while True:
+        for ev in ws.events():
+            return ev
+        got = wait_for(
+            lambda ev: isinstance(ev, (h2.events.DataReceived, h2.events.StreamEnded))
+            and ev.stream_id == sid
+        )
+        if isinstance(got, h2.events.StreamEnded):
+            raise SystemExit("stream %d ended before a WebSocket event" % sid)
+        ws.receive_data(got.data)
+
+
+def next_message_on(sid, ws):
+    """A whole message (its fragments joined), or a CloseConnection."""
+    parts = []
+    while True:
+        ev = next_ws_on(sid, ws)
+        if isinstance(ev, CloseConnection):
+            return ev
+        parts.append(ev.data)
+        if ev.message_finished:
+            return "".join(parts) if isinstance(ev, TextMessage) else b"".join(parts)
+
+
+if paths and paths[0] == "--multi":
+    n, path = int(paths[1]), paths[2]
+    sids = [open_ws(path) for _ in range(n)]
+    for sid in sids:
+        resp = wait_for(
+            lambda ev, sid=sid: isinstance(ev, (h2.events.ResponseReceived, h2.events.StreamReset))
+            and ev.stream_id == sid
+        )
+        status = dict(resp.headers).get(b":status") if hasattr(resp, "headers") else b"reset"
+        if status != b"200":
+            raise SystemExit("stream %d: status %r" % (sid, status))
+    wss = {sid: Connection(ConnectionType.CLIENT) for sid in sids}
+    # Every stream has a message in flight before any reply is read.
+    for i, sid in enumerate(sids):
+        send_on(sid, wss[sid], TextMessage(data="hello %d" % i))
+    # Replies are read in reverse order, so streams' data interleave.
+    for i, sid in reversed(list(enumerate(sids))):
+        got = next_message_on(sid, wss[sid])
+        if got != "Server received from client: hello %d" % i:
+            raise SystemExit("stream %d echoed %r" % (sid, got))
+    big = "".join(chr(ord("a") + i % 26) for i in range(4096)) * 4096
+    want = hashlib.sha256(("Server received from client: " + big).encode()).hexdigest()
+    send_on(sids[0], wss[sids[0]], TextMessage(data=big))
+    got = next_message_on(sids[0], wss[sids[0]])
+    if hashlib.sha256(got.encode()).hexdigest() != want:
+        raise SystemExit("16 MiB echo differs (%d bytes)" % len(got))
+    for sid in sids:
+        send_on(sid, wss[sid], CloseConnection(code=4001, reason="bye"))
+    for sid in sids:
+        ev = next_ws_on(sid, wss[sid])
+        if not isinstance(ev, CloseConnection) or ev.code != 4001:
+            raise SystemExit("stream %d: close %r" % (sid, ev))
+    print("multi=%d echoes=ok big=ok closes=ok" % n, flush=True)
+    conn.close_connection()
+    sock.sendall(conn.data_to_send())
+    sock.close()
+    sys.exit(0)
+
+for path in paths:
+    sid = open_ws(path, [("sec-websocket-protocol", "chat, superchat")])
     resp = wait_for(
         lambda ev: isinstance(ev, (h2.events.ResponseReceived, h2.events.StreamReset))
         and ev.stream_id == sid
@@ -153,30 +246,11 @@ for path in paths:
 
     ws = Connection(ConnectionType.CLIENT)
 
-    def send(event):
-        # Within the server's flow-control windows: pump for WINDOW_UPDATEs.
-        data = ws.send(event)
-        while data:
-            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-            if room <= 0:
-                if not pump():
-                    raise SystemExit("connection closed while sending")
-                continue
-            conn.send_data(sid, data[:room])
-            data = data[room:]
-            sock.sendall(conn.data_to_send())
+    def send(event, sid=sid, ws=ws):
+        send_on(sid, ws, event)
 
-    def next_ws():
-        while True:
-            for ev in ws.events():
-                return ev
-            got = wait_for(
-                lambda ev: isinstance(ev, (h2.events.DataReceived, h2.events.StreamEnded))
-                and ev.stream_id == sid
-            )
-            if isinstance(got, h2.events.StreamEnded):
-                raise SystemExit("stream ended before a WebSocket event")
-            ws.receive_data(got.data)
+    def next_ws(sid=sid, ws=ws):
+        return next_ws_on(sid, ws)
 
     send(TextMessage(data="hello over h2"))
     ev = next_ws()
