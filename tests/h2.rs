@@ -427,12 +427,15 @@ fn websocket_over_http2_with_python_h2_to_sluice_echo() {
 // Many WebSockets at once on one HTTP/2 connection (RFC 8441), to the
 // guide's own server.js on Node's `ws` and to `sluice echo`: a message in
 // flight on every stream before any reply is read, then a 16 MiB message
-// checked byte for byte (SHA-256) while the others stay open.
+// checked byte for byte (SHA-256) while the others stay open. And the
+// subprotocol and permessage-deflate a Node `ws` server agrees to reach the
+// HTTP/2 client.
 #[test]
 fn many_websockets_multiplexed_on_one_http2_connection_to_node_ws_and_sluice_echo() {
     let dir = temp_dir("h2ws-multi");
     let (_node, node_port) = interop_common::start_guide_server(&dir);
     let (_echo, echo) = start_echo();
+    let (_deflate, deflate) = interop_common::start_deflate_server(&dir);
     let port = common::free_port();
     let ws = |upstream: String| {
         format!(
@@ -450,14 +453,23 @@ fn many_websockets_multiplexed_on_one_http2_connection_to_node_ws_and_sluice_ech
         listen 127.0.0.1:{port} http2;
         location /node {{ {node} }}
         location /echo {{ {echo} }}
+        location /deflate {{ {deflate} }}
     }}
 }}
 ",
         main = main_block(),
         node = ws(format!("127.0.0.1:{node_port}")),
         echo = ws(echo.to_string()),
+        deflate = ws(deflate.to_string()),
     );
     let _s = Sluice::start("h2ws-multi", &conf);
+    let out = h2ws_client(&dir, port, None, &["--offer", "/deflate"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("status=200 protocol=chat extensions=permessage-deflate"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "close=4001 bye", "{out}");
     for path in ["/node", "/echo"] {
         let out = h2ws_client(&dir, port, None, &["--multi", "16", path]);
         assert_eq!(out.trim(), "multi=16 echoes=ok big=ok closes=ok", "{path}");

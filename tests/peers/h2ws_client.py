@@ -4,6 +4,7 @@ third-party `h2` (HTTP/2) and `wsproto` (WebSocket framing) packages.
 
 usage: h2ws_client.py HOST PORT [--tls CA] [--goaway] PATH...
        h2ws_client.py HOST PORT [--tls CA] --multi N PATH
+       h2ws_client.py HOST PORT [--tls CA] --offer PATH
 
 For every PATH it opens an extended CONNECT stream on one connection and
 prints `PATH status=N settings_connect=0|1 [subprotocol=P]`. On a 200 it then
@@ -17,6 +18,11 @@ received from client: hello I`, as the guide's server.js and `sluice echo`
 answer), sends one 16 MiB text message on the first while the others stay
 open and checks its echo byte for byte (SHA-256), closes all with 4001 and
 prints `multi=N echoes=ok big=ok closes=ok`.
+
+With --offer, it asks for subprotocols `chat, superchat` and the
+permessage-deflate extension, prints `status=N protocol=P extensions=E` from
+the response, then closes with 4001 and prints `close=CODE REASON` (control
+frames are never compressed, so no inflating is needed).
 """
 
 import hashlib
@@ -188,6 +194,27 @@ def next_message_on(sid, ws):
         if ev.message_finished:
             return "".join(parts) if isinstance(ev, TextMessage) else b"".join(parts)
 
+
+if paths and paths[0] == "--offer":
+    sid = open_ws(paths[1], [
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+    ])
+    resp = wait_for(
+        lambda ev: isinstance(ev, (h2.events.ResponseReceived, h2.events.StreamReset))
+        and ev.stream_id == sid
+    )
+    headers = dict((k.decode(), v.decode()) for k, v in getattr(resp, "headers", []))
+    print("status=%s protocol=%s extensions=%s" % (
+        headers.get(":status", "reset"),
+        headers.get("sec-websocket-protocol", "-"),
+        headers.get("sec-websocket-extensions", "-"),
+    ), flush=True)
+    ws = Connection(ConnectionType.CLIENT)
+    send_on(sid, ws, CloseConnection(code=4001, reason="bye"))
+    ev = next_ws_on(sid, ws)
+    print("close=%d %s" % (ev.code, ev.reason), flush=True)
+    sys.exit(0)
 
 if paths and paths[0] == "--multi":
     n, path = int(paths[1]), paths[2]
