@@ -703,16 +703,44 @@ fn flow_conf(port: u16, upstream: SocketAddr) -> String {
     )
 }
 
+/// One flow test's start: sluice in front of a raw upstream, the Python
+/// client in `mode` with its WebSocket open, the upstream's end of the
+/// tunnel, and sluice's RSS at that point.
+struct Flow {
+    sluice: Sluice,
+    client: interop_common::Proc,
+    lines: interop_common::Lines,
+    upstream: std::net::TcpStream,
+    rss_before: u64,
+}
+
+fn flow_start(tag: &str, mode: &str) -> Flow {
+    let up = interop_common::RawUpstream::start();
+    let port = common::free_port();
+    let sluice = Sluice::start(tag, &flow_conf(port, up.addr));
+    let (client, lines) = flow_client(port, mode);
+    lines.wait_for("open");
+    let upstream = up.next();
+    let rss_before = rss_kib(sluice.pid());
+    Flow {
+        sluice,
+        client,
+        lines,
+        upstream,
+        rss_before,
+    }
+}
+
 #[test]
 fn websocket_over_http2_client_giving_no_window_back_holds_the_upstream() {
     use std::io::{ErrorKind, Write};
-    let up = interop_common::RawUpstream::start();
-    let port = common::free_port();
-    let s = Sluice::start("h2ws-flow-down", &flow_conf(port, up.addr));
-    let (mut proc, lines) = flow_client(port, "down");
-    lines.wait_for("open");
-    let mut upstream = up.next();
-    let before = rss_kib(s.pid());
+    let Flow {
+        sluice: s,
+        client: mut proc,
+        lines,
+        mut upstream,
+        rss_before: before,
+    } = flow_start("h2ws-flow-down", "down");
 
     // The upstream pushes 64 MiB; a write that cannot progress for a second
     // (SO_SNDTIMEO) reports how far it got, once.
@@ -770,13 +798,13 @@ fn websocket_over_http2_client_giving_no_window_back_holds_the_upstream() {
 #[test]
 fn websocket_over_http2_upstream_not_reading_holds_the_client() {
     use std::io::Read;
-    let up = interop_common::RawUpstream::start();
-    let port = common::free_port();
-    let s = Sluice::start("h2ws-flow-up", &flow_conf(port, up.addr));
-    let (mut proc, lines) = flow_client(port, "up");
-    lines.wait_for("open");
-    let mut upstream = up.next();
-    let before = rss_kib(s.pid());
+    let Flow {
+        sluice: s,
+        client: mut proc,
+        lines,
+        mut upstream,
+        rss_before: before,
+    } = flow_start("h2ws-flow-up", "up");
     let want = flow_stream(true);
 
     // The upstream reads nothing until the client saw no window for a second.

@@ -30,10 +30,9 @@ import socket
 import ssl
 import sys
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.settings
+from h2peer import Peer
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
@@ -58,38 +57,9 @@ if ca:
     assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
 scheme = "https" if ca else "http"
 
-conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-conn.initiate_connection()
-sock.sendall(conn.data_to_send())
-
-events = []
-server_settings = {}
-
-
-def pump():
-    """Reads once and queues the events; False when the server closed."""
-    data = sock.recv(65536)
-    if not data:
-        return False
-    for ev in conn.receive_data(data):
-        if isinstance(ev, h2.events.RemoteSettingsChanged):
-            for k, v in ev.changed_settings.items():
-                server_settings[k] = v.new_value
-        if isinstance(ev, h2.events.DataReceived):
-            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        events.append(ev)
-    sock.sendall(conn.data_to_send())
-    return True
-
-
-def wait_for(pred):
-    while True:
-        for i, ev in enumerate(events):
-            if pred(ev):
-                return events.pop(i)
-        if not pump():
-            raise SystemExit("connection closed while waiting")
-
+peer = Peer(sock, port, scheme)
+conn, events, server_settings = peer.conn, peer.events, peer.settings
+pump, wait_for, open_ws = peer.pump, peer.wait_for, peer.open_ws
 
 # RFC 8441: the client may use :protocol once the server said it can.
 wait_for(lambda ev: isinstance(ev, h2.events.RemoteSettingsChanged))
@@ -134,26 +104,6 @@ if goaway:
     print("goaway error=%d last_stream=%d" % (int.from_bytes(found[4:8], "big"), last), flush=True)
     sock.close()
     sys.exit(0)
-
-def open_ws(path, extra=()):
-    """Sends an extended CONNECT for `path`; returns the stream id."""
-    sid = conn.get_next_available_stream_id()
-    conn.send_headers(
-        sid,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", scheme),
-            (":path", path),
-            (":authority", "localhost:%d" % port),
-            ("sec-websocket-version", "13"),
-            *extra,
-            ("origin", "http://localhost"),
-        ],
-    )
-    sock.sendall(conn.data_to_send())
-    return sid
-
 
 def send_on(sid, ws, event):
     """Sends a WebSocket event on stream `sid` within the flow-control windows."""
