@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{self, BodyError, Finished, Limited, ProxyBody, SentFlag, Timed};
+use super::driven::{DrivenBody, Driver, UpstreamUpgrade};
 use super::headers;
 use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
@@ -374,7 +375,7 @@ pub async fn forward(
                     Val::Secs(ok.header_time),
                     None,
                 );
-                return relay(state, ok, peer, client_upgrade, up_info, t0, matcher).await;
+                return relay(state, ok, peer, client_upgrade, up_info, t0, matcher);
             }
             Err(e) => {
                 let log_addr = format!(
@@ -482,6 +483,8 @@ struct Attempt {
     /// The connection, when it may go back to the keepalive cache once the
     /// response body is done.
     conn: Option<PooledConn>,
+    /// The connection's driver, when no task of its own polls it.
+    driver: Option<Box<Driver>>,
 }
 
 /// One try at one peer: take a cached connection or connect, send the head
@@ -515,6 +518,7 @@ async fn attempt(
         SentFlag::new(body, sent.clone()).boxed(),
     ));
     let mut headed = false;
+    let mut driver = None;
     loop {
         let Some(mut r) = req.take() else {
             return Err(AttemptError::Closed);
@@ -526,7 +530,8 @@ async fn attempt(
                 // Nagle never holds it back: like nginx, no setsockopt
                 // then, unless the connection may be cached for others.
                 let nodelay = cache.is_some() || !r.body().is_end_stream();
-                let c = connect(peer, settings, nodelay).await?;
+                let (c, d) = connect(peer, settings, nodelay, cache.is_some()).await?;
+                driver = d;
                 (c, t0.elapsed())
             }
         };
@@ -545,7 +550,8 @@ async fn attempt(
         // nginx starts proxy_read_timeout once the request is sent; a body still
         // streaming is guarded by its own timeouts.
         let result = loop {
-            match tokio::time::timeout(settings.proxy_read_timeout, send.as_mut()).await {
+            let wait = super::driven::with(&mut driver, send.as_mut());
+            match tokio::time::timeout(settings.proxy_read_timeout, wait).await {
                 Err(_) if sent.load(Ordering::Acquire) => return Err(AttemptError::HeaderTimeout),
                 Err(_) => continue,
                 Ok(r) => break r,
@@ -558,6 +564,7 @@ async fn attempt(
                     connect_time,
                     header_time: t0.elapsed(),
                     conn: cache.is_some().then_some(conn),
+                    driver,
                 });
             }
             Err(mut e) => {
@@ -587,12 +594,15 @@ async fn attempt(
     }
 }
 
-/// A fresh connection to the peer, with `proxy_connect_timeout`.
+/// A fresh connection to the peer, with `proxy_connect_timeout`. One that
+/// may be cached runs in a task of its own; otherwise its driver is returned,
+/// for the request to poll (`proxy::driven`).
 async fn connect(
     peer: &PeerGuard,
     settings: &crate::conf::model::Settings,
     nodelay: bool,
-) -> Result<PooledConn, AttemptError> {
+    own_task: bool,
+) -> Result<(PooledConn, Option<Box<Driver>>), AttemptError> {
     let stream = match tokio::time::timeout(
         settings.proxy_connect_timeout,
         TcpStream::connect(peer.addr()),
@@ -623,12 +633,15 @@ async fn connect(
         .handshake(TokioIo::new(UpstreamIo(stream)))
         .await
         .map_err(|_| AttemptError::Closed)?;
+    if !own_task {
+        return Ok((PooledConn::fresh(sender), Some(Box::new(Driver::new(conn)))));
+    }
     tokio::spawn(async move {
         // The connection ends when its sender is dropped (not cached) or
         // the tunnel takes it over.
         let _ = conn.with_upgrades().await;
     });
-    Ok(PooledConn::fresh(sender))
+    Ok((PooledConn::fresh(sender), None))
 }
 
 /// An upstream connection as hyper's client drives it. hyper calls
@@ -716,7 +729,9 @@ fn classify(e: &hyper::Error) -> AttemptError {
 }
 
 /// Relays the upstream's answer to the client; a `101` becomes a tunnel.
-async fn relay(
+/// Not async: it only starts what runs on (the tunnel's task, the body), so
+/// the request's future does not carry its locals.
+fn relay(
     state: RequestState,
     ok: Attempt,
     mut peer: PeerGuard,
@@ -727,8 +742,11 @@ async fn relay(
 ) -> Response<ProxyBody> {
     // h2: WebSocket over HTTP/2 answers the stream itself (proxy::h2ws).
     if super::h2ws::takes(&state, ok.response.status()) {
-        let r = ok.response;
-        return super::h2ws::relay(state, r, peer, client_upgrade, up_info, t0, matcher).await;
+        let answer = super::driven::Answer {
+            response: ok.response,
+            driver: ok.driver,
+        };
+        return super::h2ws::relay(state, answer, peer, client_upgrade, up_info, t0, matcher);
     }
     let settings = state.settings.clone();
     let tokens = settings.server_tokens;
@@ -752,7 +770,7 @@ async fn relay(
             fail_peer(&mut peer);
             return finish_error(state, 502, tokens, up_info);
         };
-        let upstream_up = hyper::upgrade::on(&mut response);
+        let upstream_up = UpstreamUpgrade::of(ok.driver, &mut response);
         let (mut parts, _) = response.into_parts();
         headers::filter_response(&mut parts.headers, &settings, true);
         // nginx never relays the upstream's Connection on a 101: its header
@@ -806,6 +824,7 @@ async fn relay(
     let buffering = super::buffer::buffering(&settings, &parts.headers);
     headers::filter_response(&mut parts.headers, &settings, false);
     super::redirect::rewrite(&mut parts.headers, &state, matcher);
+    let incoming = DrivenBody::new(incoming, ok.driver);
     let mut body = Timed::new(incoming, settings.proxy_read_timeout, || {
         BodyError::UpstreamReadTimeout
     })

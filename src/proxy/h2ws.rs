@@ -109,15 +109,19 @@ fn log_ctx(state: &RequestState) -> String {
 
 /// Takes the upstream's answer to a bridged handshake: `101` opens the
 /// tunnel and answers the stream with `200`.
-pub async fn relay(
+pub fn relay(
     mut state: RequestState,
-    mut response: Response<Incoming>,
+    answer: super::driven::Answer,
     peer: PeerGuard,
     client_upgrade: Option<OnUpgrade>,
     mut up_info: UpstreamInfo,
     t0: Instant,
     matcher: &LocationMatch,
 ) -> Response<ProxyBody> {
+    let super::driven::Answer {
+        mut response,
+        driver,
+    } = answer;
     let settings = state.settings.clone();
     let tokens = settings.server_tokens;
     let id = state.conn.info.id;
@@ -152,7 +156,7 @@ pub async fn relay(
     let Some(client_up) = client_upgrade else {
         return error(state, 502, Some(up_info));
     };
-    let upstream_up = hyper::upgrade::on(&mut response);
+    let upstream_up = super::driven::UpstreamUpgrade::of(driver, &mut response);
     let mut resp = Response::new(body::empty());
     for name in PASSED {
         for v in response.headers().get_all(*name) {
@@ -181,26 +185,17 @@ pub async fn relay(
     state.compact(&needs);
     up_info.headers = up_info.headers.as_ref().map(|h| needs.upstream.keep(h));
     tracker.spawn(async move {
-        let (client, upstream) = match (client_up.await, upstream_up.await) {
-            (Ok(c), Ok(u)) => (c, u),
+        let (client, (upstream, pending)) = match (client_up.await, upstream_up.get().await) {
+            (Ok(c), Some(u)) => (c, u),
             _ => {
                 up_info.response_time = format!("{:.3}", t0.elapsed().as_secs_f64());
                 state.log(&info, Some(&up_info));
                 return;
             }
         };
-        let Ok(u) = upstream.downcast::<TokioIo<super::forward::UpstreamIo>>() else {
-            crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
-            return;
-        };
-        let upstream = u.io.into_inner().0;
         if state.settings.tcp_nodelay {
             let _ = upstream.set_nodelay(true);
         }
-        let pending = match u.read_buf.is_empty() {
-            true => Bytes::new(),
-            false => Bytes::copy_from_slice(&u.read_buf),
-        };
         // The stream carries a WebSocket: on shutdown or a draining reload
         // both sides get close 1001, inside the stream's DATA for the client.
         let window = state.gen.config.main.websocket_drain_window;

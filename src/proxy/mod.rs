@@ -4,6 +4,7 @@
 pub mod body;
 pub mod buffer;
 pub mod drain;
+pub mod driven;
 pub mod forward;
 pub mod gzip;
 pub mod h2ws;

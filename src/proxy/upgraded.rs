@@ -16,11 +16,11 @@ use std::time::Duration;
 use futures_util::future::Either;
 use futures_util::future::{FutureExt, OptionFuture};
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
 
 use crate::server::tls::{ClientStream, UpstreamStream};
 use tokio_util::sync::CancellationToken;
 
+use super::driven::{detach, UpstreamUpgrade};
 use super::tunnel::{TunnelStats, TunnelTimeouts};
 use crate::conf::model::LogLevel;
 
@@ -52,15 +52,15 @@ pub struct TunnelSpec {
 /// tunnel in the same place, one after the other.
 pub fn tunnel_task(
     client_up: OnUpgrade,
-    upstream_up: OnUpgrade,
+    upstream_up: UpstreamUpgrade,
     spec: TunnelSpec,
     log: Box<dyn TunnelLog>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let upgrades = async move { (client_up.await, upstream_up.await) };
+    let upgrades = async move { (client_up.await, upstream_up.get().await) };
     upgrades
         .then(move |upgraded| {
             let tunnel = match upgraded {
-                (Ok(c), Ok(u)) => start(c, u, spec, &*log),
+                (Ok(c), Some(u)) => start(c, u, spec, &*log),
                 _ => {
                     log.ended(None);
                     return OptionFuture::from(None);
@@ -75,18 +75,14 @@ pub fn tunnel_task(
 /// future, so the values it takes apart are not kept in it.
 fn start(
     client: Upgraded,
-    upstream: Upgraded,
+    (upstream, upstream_pending): (UpstreamStream, bytes::Bytes),
     spec: TunnelSpec,
     log: &dyn TunnelLog,
 ) -> Option<impl Future<Output = TunnelStats> + Send + 'static> {
-    let (Some((client, client_pending)), Ok(u)) = (
-        crate::server::conn::upgraded_client(client),
-        upstream.downcast::<TokioIo<super::forward::UpstreamIo>>(),
-    ) else {
+    let Some((client, client_pending)) = crate::server::conn::upgraded_client(client) else {
         crate::error_log!(LogLevel::Error, "upgraded connection is not a TCP stream");
         return None;
     };
-    let upstream = u.io.into_inner().0;
     // nginx switches tcp_nodelay on when a connection becomes a tunnel.
     if log.nodelay() {
         if !log.client_nodelay_set() {
@@ -94,7 +90,7 @@ fn start(
         }
         let _ = upstream.set_nodelay(true);
     }
-    let (client_pending, upstream_pending) = (detach(client_pending), detach(u.read_buf));
+    let client_pending = detach(client_pending);
     Some(match (client, upstream) {
         // Plain on both sides: the lean readiness tunnel, inline in the task.
         (ClientStream::Plain(c), UpstreamStream::Plain(up)) => {
@@ -129,14 +125,6 @@ fn start(
     })
 }
 
-fn detach(b: bytes::Bytes) -> bytes::Bytes {
-    if b.is_empty() {
-        bytes::Bytes::new()
-    } else {
-        bytes::Bytes::copy_from_slice(&b)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +154,7 @@ mod tests {
         let none = || hyper::upgrade::on(http::Request::new(()));
         let fut = tunnel_task(
             none(),
-            none(),
+            UpstreamUpgrade::Pending(none()),
             TunnelSpec {
                 timeouts: TunnelTimeouts {
                     upstream_read: Duration::from_secs(60),

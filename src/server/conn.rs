@@ -132,17 +132,19 @@ async fn serve(
     }
     let mut state = state;
     // tls: the handshake runs in the connection's own task, bounded by
-    // client_header_timeout, so it never holds up other connections.
+    // client_header_timeout, so it never holds up other connections. Its
+    // future and HTTP/2's are boxed: every connection's task would pay for
+    // their size otherwise, and tokio copies a task's future when spawning.
     let stream: super::tls::ClientStream = match tls {
         None => stream.into(),
         Some(acceptor) => {
-            match super::tls::accept(
+            match Box::pin(super::tls::accept(
                 acceptor,
                 stream,
                 &mut state,
                 limits.header_timeout,
                 limits.server_tokens,
-            )
+            ))
             .await
             {
                 Some(s) => s,
@@ -153,7 +155,7 @@ async fn serve(
     // h2: HTTP/2 by ALPN or prior knowledge; the head guard is HTTP/1's.
     match super::h2::detect(&gen, &stream, state.local, limits.header_timeout).await {
         super::h2::Speak::Http2 => {
-            return super::h2::serve(stream, gen, state, settings, stop).await
+            return Box::pin(super::h2::serve(stream, gen, state, settings, stop)).await
         }
         super::h2::Speak::Close => return,
         super::h2::Speak::Http1 => {}
