@@ -269,7 +269,7 @@ struct Scopes {
     /// location's key (a dozen allocations) each time; the matcher is kept
     /// to check the address still means the same location. Cleared whenever
     /// `by_key` loses entries, so it never hands out a forgotten scope.
-    memo: HashMap<(u64, usize, usize), (LocationMatch, CancellationToken)>,
+    memo: fnv::FnvHashMap<(u64, usize, usize), (LocationMatch, CancellationToken)>,
 }
 
 impl LocationScopes {
@@ -296,9 +296,11 @@ impl LocationScopes {
     ) -> CancellationToken {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let id = (gen, server_idx, matcher as *const LocationMatch as usize);
+        // A tunnel only waits on its token, so it shares its scope's rather
+        // than registering a child of its own with it.
         if let Some((m, scope)) = scopes.memo.get(&id) {
             if m == matcher {
-                return scope.child_token();
+                return scope.clone();
             }
         }
         let scope = scopes
@@ -306,9 +308,8 @@ impl LocationScopes {
             .entry(location_key(server, matcher))
             .or_insert_with(|| shutdown.child_token())
             .clone();
-        let token = scope.child_token();
-        scopes.memo.insert(id, (matcher.clone(), scope));
-        token
+        scopes.memo.insert(id, (matcher.clone(), scope.clone()));
+        scope
     }
 
     /// After a reload to the locations `keep`: forgets every other scope,
@@ -343,7 +344,7 @@ pub fn tunnel_token(
             gen.tunnel_scopes
                 .token_for(gen.id, server, server_idx, matcher, &gen.shutdown)
         }
-        _ => gen.shutdown.child_token(),
+        _ => gen.shutdown.clone(),
     }
 }
 

@@ -19,6 +19,9 @@ pub struct ConnState {
     /// send_timeout and keepalive_timeout of the latest request's location.
     pub timers: Arc<super::guard::ConnTimers>,
     pub local: SocketAddr,
+    /// Where `local` is among the generation's listen addresses
+    /// (`VhostTable::addr_index`), found once at accept.
+    pub addr: Option<usize>,
     /// TCP_NODELAY was set on the socket at accept (the server's
     /// `tcp_nodelay`), so a tunnel need not set it again.
     pub nodelay: bool,
@@ -94,9 +97,10 @@ pub async fn accept_loop(
             Some(a) => a,
             None => stream.local_addr().unwrap_or(remote),
         };
-        let settings = gen.default_settings(local);
+        let addr = gen.vhosts.addr_index(local);
+        let settings = gen.default_settings(addr);
         let limits = head_limits(&settings);
-        let tls = gen.tls.acceptor(&gen.vhosts, local);
+        let tls = gen.tls.acceptor(addr);
         let state = Arc::new(ConnState {
             timers: Arc::new(super::guard::ConnTimers::new(&limits)),
             info: ConnInfo {
@@ -107,6 +111,7 @@ pub async fn accept_loop(
                 tls: None,
             },
             local,
+            addr,
             nodelay: settings.tcp_nodelay,
             requests: AtomicU64::new(0),
             gauge: crate::runtime::metrics::ConnGauge::accepted(),
@@ -153,7 +158,7 @@ async fn serve(
         }
     };
     // h2: HTTP/2 by ALPN or prior knowledge; the head guard is HTTP/1's.
-    match super::h2::detect(&gen, &stream, state.local, limits.header_timeout).await {
+    match super::h2::detect(&gen, &stream, state.addr, limits.header_timeout).await {
         super::h2::Speak::Http2 => {
             return Box::pin(super::h2::serve(stream, gen, state, settings, stop)).await
         }

@@ -77,16 +77,15 @@ pub enum Speak {
 pub async fn detect(
     gen: &Generation,
     stream: &ClientStream,
-    local: std::net::SocketAddr,
+    addr: Option<usize>,
     timeout: Duration,
 ) -> Speak {
     match stream {
         MaybeTls::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => Speak::Http2,
         MaybeTls::Tls(_) => Speak::Http1,
         MaybeTls::Plain(s) => {
-            let offered_here = gen
-                .vhosts
-                .addr_conf(local)
+            let offered_here = addr
+                .and_then(|i| gen.vhosts.addrs().get(i))
                 .is_some_and(|a| offered(a, &gen.http().servers));
             match offered_here {
                 true => sniff(s, Instant::now() + timeout).await,

@@ -12,7 +12,6 @@ pub mod uri;
 pub mod vhost;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -88,7 +87,7 @@ impl Generation {
             &http.upstreams,
             prev.map(|p| p.upstreams.as_ref()),
         ));
-        let mut plans = HashMap::new();
+        let mut plans = Plans::default();
         for s in &http.servers {
             add_plan(&mut plans, &s.settings);
             collect_plans(&mut plans, &s.locations);
@@ -138,8 +137,10 @@ impl Generation {
 
     /// Settings of the default server for connections to `local`, for what
     /// must be decided before any request is read.
-    pub fn default_settings(&self, local: SocketAddr) -> Arc<Settings> {
-        let idx = self.vhosts.addr_conf(local).map_or(0, |a| a.default_server);
+    pub fn default_settings(&self, addr: Option<usize>) -> Arc<Settings> {
+        let idx = addr
+            .and_then(|i| self.vhosts.addrs().get(i))
+            .map_or(0, |a| a.default_server);
         self.http()
             .servers
             .get(idx)
@@ -152,7 +153,8 @@ fn plans_for(s: &Settings) -> (HeaderPlan, Arc<HeaderNeeds>) {
     (HeaderPlan::build(s), Arc::new(HeaderNeeds::for_logs(s)))
 }
 
-type Plans = HashMap<usize, (HeaderPlan, Arc<HeaderNeeds>)>;
+/// By the address of the settings: looked up per request, so not SipHash.
+type Plans = fnv::FnvHashMap<usize, (HeaderPlan, Arc<HeaderNeeds>)>;
 
 fn add_plan(plans: &mut Plans, s: &Arc<Settings>) {
     plans

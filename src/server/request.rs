@@ -163,7 +163,7 @@ pub async fn handle(
     let bad_host = host_raw.is_some() && host_norm.is_none();
     // h2: HTTP/2 needs :authority or Host too, as in nginx.
     let missing_host = host_raw.is_none() && parts.version >= http::Version::HTTP_11;
-    let selected = gen.vhosts.select(conn.local, host_norm.as_deref());
+    let selected = gen.vhosts.select_at(conn.addr, host_norm.as_deref());
     let (server_idx, server_caps) = match selected {
         Some((i, caps)) => {
             let subject = host_norm.as_deref().unwrap_or("");

@@ -182,11 +182,10 @@ impl TlsTable {
         Ok(TlsTable { by_addr })
     }
 
-    /// The acceptor for connections to `local`, when its address has `ssl`.
-    pub fn acceptor(&self, vhosts: &VhostTable, local: SocketAddr) -> Option<TlsAcceptor> {
-        let a = vhosts.addr_conf(local)?;
-        let i = vhosts.addrs().iter().position(|x| std::ptr::eq(x, a))?;
-        self.by_addr.get(i)?.clone()
+    /// The acceptor for connections to the address at `addr`
+    /// ([`VhostTable::addr_index`]), when it has `ssl`.
+    pub fn acceptor(&self, addr: Option<usize>) -> Option<TlsAcceptor> {
+        self.by_addr.get(addr?)?.clone()
     }
 }
 

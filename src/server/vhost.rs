@@ -180,7 +180,8 @@ pub struct AddrConf {
 #[derive(Debug)]
 pub struct VhostTable {
     addrs: Vec<AddrConf>,
-    by_key: HashMap<ListenKey, usize>,
+    /// Keys from the configuration, looked up per connection: not SipHash.
+    by_key: fnv::FnvHashMap<ListenKey, usize>,
     /// The wildcard address per (family, port).
     wildcards: HashMap<(u8, u16), usize>,
     /// `conflicting server name "x" on 0.0.0.0:80, ignored` lines.
@@ -218,7 +219,7 @@ impl VhostTable {
     /// for ADDR`.
     pub fn build(servers: &[ServerConf]) -> Result<VhostTable, ConfError> {
         let mut addrs: Vec<AddrConf> = Vec::new();
-        let mut by_key: HashMap<ListenKey, usize> = HashMap::new();
+        let mut by_key: fnv::FnvHashMap<ListenKey, usize> = Default::default();
         for (si, server) in servers.iter().enumerate() {
             for l in &server.listens {
                 let key = ListenKey::of(&l.addr);
@@ -340,12 +341,12 @@ impl VhostTable {
         })
     }
 
-    fn group_wildcard(&self, key: &ListenKey) -> Option<&AddrConf> {
+    fn group_wildcard(&self, key: &ListenKey) -> Option<usize> {
         let g = key.group();
         if g.2.is_some() {
             return None;
         }
-        self.wildcards.get(&(g.0, g.1)).map(|&i| &self.addrs[i])
+        self.wildcards.get(&(g.0, g.1)).copied()
     }
 
     /// Every listen address with its servers.
@@ -357,11 +358,26 @@ impl VhostTable {
     /// (getsockname) is `local`: that address if some server listens on it,
     /// else the wildcard of its family and port.
     pub fn addr_conf(&self, local: SocketAddr) -> Option<&AddrConf> {
+        self.addr_index(local).map(|i| &self.addrs[i])
+    }
+
+    /// [`addr_conf`](Self::addr_conf)'s place in [`addrs`](Self::addrs):
+    /// looked up once per connection, which keeps it.
+    pub fn addr_index(&self, local: SocketAddr) -> Option<usize> {
         let key = ListenKey::Inet(local);
         if let Some(&i) = self.by_key.get(&key) {
-            return Some(&self.addrs[i]);
+            return Some(i);
         }
         self.group_wildcard(&key)
+    }
+
+    /// [`select`](Self::select) by [`addr_index`](Self::addr_index).
+    pub fn select_at(
+        &self,
+        addr: Option<usize>,
+        host: Option<&str>,
+    ) -> Option<(usize, Option<RegexCaptures<'_>>)> {
+        self.addrs.get(addr?).map(|a| a.select(host))
     }
 
     /// The server for a connection to `local` with the normalised Host

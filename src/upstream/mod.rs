@@ -545,7 +545,8 @@ impl Drop for PeerGuard {
 #[derive(Debug, Default)]
 pub struct Upstreams {
     groups: Vec<Arc<Group>>,
-    by_ptr: HashMap<usize, usize>,
+    /// Looked up per request, by the configuration's address: not SipHash.
+    by_ptr: fnv::FnvHashMap<usize, usize>,
     by_name: HashMap<String, usize>,
 }
 
