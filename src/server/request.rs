@@ -67,9 +67,7 @@ impl RequestState {
     /// and headers no log mentions are dead weight for days.
     pub fn compact(&mut self, needs: &HeaderNeeds) {
         self.parts.headers = needs.request.keep(&self.parts.headers);
-        if let Ok(uri) = http::Uri::try_from(self.parts.uri.to_string()) {
-            self.parts.uri = uri;
-        }
+        self.parts.uri = owned_uri(&self.parts.uri);
         // `clear()` would keep the map's allocation for the tunnel's life.
         self.parts.extensions = http::Extensions::new();
     }
@@ -99,6 +97,22 @@ impl RequestState {
         ); // ops
         let cx = self.vars(Some(resp), up);
         access::log_request(&self.settings.access_log, &cx, &self.gen.logs);
+    }
+}
+
+/// A copy of `uri` in its own memory. An origin-form target (the usual
+/// one) is copied as a path and query, without formatting and parsing the
+/// whole URI again.
+fn owned_uri(uri: &http::Uri) -> http::Uri {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => {
+            let copy = bytes::Bytes::copy_from_slice(pq.as_str().as_bytes());
+            match http::uri::PathAndQuery::from_maybe_shared(copy) {
+                Ok(pq) => http::Uri::from(pq),
+                Err(_) => uri.clone(),
+            }
+        }
+        _ => http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone()),
     }
 }
 
@@ -395,6 +409,22 @@ pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
 #[cfg(test)]
 mod tests {
     use super::HeaderNeeds;
+
+    #[test]
+    fn owned_uri_is_the_same_uri() {
+        for text in [
+            "/a/b?x=1&y=%20",
+            "/",
+            "*",
+            "http://example.com:8080/p?q",
+            "/%zz",
+        ] {
+            let uri: http::Uri = text.parse().expect("uri");
+            let owned = super::owned_uri(&uri);
+            assert_eq!(owned, uri, "{text}");
+            assert_eq!(owned.to_string(), uri.to_string(), "{text}");
+        }
+    }
 
     fn needs(http: &str) -> HeaderNeeds {
         let text =
