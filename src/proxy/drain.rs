@@ -272,16 +272,24 @@ struct Scopes {
     memo: fnv::FnvHashMap<(u64, usize, usize), (LocationMatch, CancellationToken)>,
 }
 
+impl Scopes {
+    /// The token of location `key`'s tunnels (made a child of `shutdown`
+    /// on first use). A tunnel only waits on it, so tunnels share it rather
+    /// than each registering a child token of its own.
+    fn scope(&mut self, key: String, shutdown: &CancellationToken) -> CancellationToken {
+        self.by_key
+            .entry(key)
+            .or_insert_with(|| shutdown.child_token())
+            .clone()
+    }
+}
+
 impl LocationScopes {
-    /// A token for a new tunnel in location `key`, cancelled by `shutdown`
+    /// The token for a new tunnel in location `key`, cancelled by `shutdown`
     /// and by a reload that drains the location.
     pub fn token(&self, key: String, shutdown: &CancellationToken) -> CancellationToken {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        scopes
-            .by_key
-            .entry(key)
-            .or_insert_with(|| shutdown.child_token())
-            .child_token()
+        scopes.scope(key, shutdown)
     }
 
     /// [`token`](Self::token) for the location `matcher` of server
@@ -296,18 +304,12 @@ impl LocationScopes {
     ) -> CancellationToken {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let id = (gen, server_idx, matcher as *const LocationMatch as usize);
-        // A tunnel only waits on its token, so it shares its scope's rather
-        // than registering a child of its own with it.
         if let Some((m, scope)) = scopes.memo.get(&id) {
             if m == matcher {
                 return scope.clone();
             }
         }
-        let scope = scopes
-            .by_key
-            .entry(location_key(server, matcher))
-            .or_insert_with(|| shutdown.child_token())
-            .clone();
+        let scope = scopes.scope(location_key(server, matcher), shutdown);
         scopes.memo.insert(id, (matcher.clone(), scope.clone()));
         scope
     }
