@@ -781,17 +781,15 @@ fn relay(
         );
         let mut resp = Response::from_parts(parts, body::empty());
         add_server_header(&mut resp, tokens);
-        let timeouts = TunnelTimeouts {
-            upstream_read: settings.proxy_read_timeout,
-            upstream_send: settings.proxy_send_timeout,
-            client_send: settings.send_timeout,
-            client_read: None,
-        };
         // ops: WebSocket tunnels are closed with close frames on drain, and
         // on a reload that removed their location (websocket_drain_on_reload).
         let websocket = super::drain::is_websocket(resp.headers());
-        let cancel = super::drain::tunnel_token(&state.gen, state.server_idx, matcher, websocket);
-        let drain_window = state.gen.config.main.websocket_drain_window;
+        let spec = super::upgraded::TunnelSpec {
+            timeouts: TunnelTimeouts::proxied(&settings),
+            cancel: super::drain::tunnel_token(&state.gen, state.server_idx, matcher, websocket),
+            websocket,
+            drain_window: state.gen.config.main.websocket_drain_window,
+        };
         let tracker = state.gen.tunnels.clone();
         // The tunnel may live for days: keep no view into hyper's buffers.
         let mut state = state;
@@ -805,12 +803,6 @@ fn relay(
             peer,
             t0,
         ));
-        let spec = super::upgraded::TunnelSpec {
-            timeouts,
-            cancel,
-            websocket,
-            drain_window,
-        };
         tracker.spawn(super::upgraded::tunnel_task(
             client_up,
             upstream_up,

@@ -166,13 +166,14 @@ pub fn relay(
     }
     add_server_header(&mut resp, tokens);
     resp.extensions_mut().insert(Bridged);
-    let timeouts = TunnelTimeouts {
-        upstream_read: settings.proxy_read_timeout,
-        upstream_send: settings.proxy_send_timeout,
-        client_send: settings.send_timeout,
-        client_read: None,
+    // The stream carries a WebSocket: on shutdown or a draining reload both
+    // sides get close 1001, inside the stream's DATA for the client.
+    let spec = super::upgraded::TunnelSpec {
+        timeouts: TunnelTimeouts::proxied(&settings),
+        cancel: super::drain::tunnel_token(&state.gen, state.server_idx, matcher, true),
+        websocket: true,
+        drain_window: state.gen.config.main.websocket_drain_window,
     };
-    let cancel = super::drain::tunnel_token(&state.gen, state.server_idx, matcher, true);
     let tracker = state.gen.tunnels.clone();
     // The tunnel may live for days: keep no view into hyper's buffers.
     let needs = state.header_needs();
@@ -196,21 +197,9 @@ pub fn relay(
         if state.settings.tcp_nodelay {
             let _ = upstream.set_nodelay(true);
         }
-        // The stream carries a WebSocket: on shutdown or a draining reload
-        // both sides get close 1001, inside the stream's DATA for the client.
-        let window = state.gen.config.main.websocket_drain_window;
-        let stats = super::drain::run_tunnel(
-            TokioIo::new(client),
-            Bytes::new(),
-            upstream,
-            pending,
-            timeouts,
-            cancel,
-            true,
-            id,
-            window,
-        )
-        .await;
+        let stats = spec
+            .run(TokioIo::new(client), Bytes::new(), upstream, pending, id)
+            .await;
         if let TunnelEnd::Timeout(kind) = &stats.end {
             let ctx = log_ctx(&state);
             crate::error_log!(

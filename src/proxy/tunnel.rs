@@ -113,6 +113,18 @@ pub struct TunnelTimeouts {
     pub client_read: Option<Duration>,
 }
 
+impl TunnelTimeouts {
+    /// A proxied upgrade's timeouts, from its location's settings.
+    pub fn proxied(s: &crate::conf::model::Settings) -> Self {
+        TunnelTimeouts {
+            upstream_read: s.proxy_read_timeout,
+            upstream_send: s.proxy_send_timeout,
+            client_send: s.send_timeout,
+            client_read: None,
+        }
+    }
+}
+
 /// Which timer ended a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {

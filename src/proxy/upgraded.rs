@@ -21,7 +21,7 @@ use crate::server::tls::{ClientStream, UpstreamStream};
 use tokio_util::sync::CancellationToken;
 
 use super::driven::{detach, UpstreamUpgrade};
-use super::tunnel::{TunnelStats, TunnelTimeouts};
+use super::tunnel::{TunnelIo, TunnelStats, TunnelTimeouts};
 use crate::conf::model::LogLevel;
 
 /// What the tunnel task reports to when it ends (the access log, the peer's
@@ -44,6 +44,30 @@ pub struct TunnelSpec {
     /// A WebSocket tunnel is closed with close frames on drain.
     pub websocket: bool,
     pub drain_window: Duration,
+}
+
+impl TunnelSpec {
+    /// The tunnel (`drain::run_tunnel`) over one pair of streams.
+    pub fn run<C: TunnelIo, U: TunnelIo>(
+        self,
+        client: C,
+        client_pending: bytes::Bytes,
+        upstream: U,
+        upstream_pending: bytes::Bytes,
+        conn_id: u64,
+    ) -> impl Future<Output = TunnelStats<C, U>> + Send {
+        super::drain::run_tunnel(
+            client,
+            client_pending,
+            upstream,
+            upstream_pending,
+            self.timeouts,
+            self.cancel,
+            self.websocket,
+            conn_id,
+            self.drain_window,
+        )
+    }
 }
 
 /// The task of one tunnel. Combinators rather than one async block: an
@@ -90,37 +114,17 @@ fn start(
         }
         let _ = upstream.set_nodelay(true);
     }
-    let client_pending = detach(client_pending);
+    let (client_pending, id) = (detach(client_pending), log.conn_id());
     Some(match (client, upstream) {
         // Plain on both sides: the lean readiness tunnel, inline in the task.
         (ClientStream::Plain(c), UpstreamStream::Plain(up)) => {
-            Either::Left(super::drain::run_tunnel(
-                c,
-                client_pending,
-                up,
-                upstream_pending,
-                spec.timeouts,
-                spec.cancel,
-                spec.websocket,
-                log.conn_id(),
-                spec.drain_window,
-            ))
+            Either::Left(spec.run(c, client_pending, up, upstream_pending, id))
         }
         // TLS on either side: the same tunnel over the TLS streams, boxed so
         // that plain tunnels do not pay for its size.
         (c, up) => Either::Right(Box::pin(
-            super::drain::run_tunnel(
-                c,
-                client_pending,
-                up,
-                upstream_pending,
-                spec.timeouts,
-                spec.cancel,
-                spec.websocket,
-                log.conn_id(),
-                spec.drain_window,
-            )
-            .map(TunnelStats::finished),
+            spec.run(c, client_pending, up, upstream_pending, id)
+                .map(TunnelStats::finished),
         )),
     })
 }
