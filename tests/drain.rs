@@ -309,7 +309,7 @@ async fn a_reload_that_removes_a_location_closes_its_tunnels_when_configured() {
     let (up, mut closes) = upstream().await;
     let port = common::free_port();
     let main_extra = "websocket_drain_on_reload on;\nwebsocket_drain_window 200ms;";
-    let s = Sluice::start(
+    let mut s = Sluice::start(
         "drain-reload-on",
         &two_locations(port, up, main_extra, true),
     );
@@ -347,7 +347,7 @@ async fn a_reload_that_removes_a_location_closes_its_tunnels_when_configured() {
 async fn by_default_a_reload_leaves_the_tunnels_of_a_removed_location_open() {
     let (up, mut closes) = upstream().await;
     let port = common::free_port();
-    let s = Sluice::start(
+    let mut s = Sluice::start(
         "drain-reload-off",
         &two_locations(port, up, "websocket_drain_window 0;", true),
     );

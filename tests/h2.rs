@@ -525,7 +525,7 @@ fn goaway_on_reload_and_on_shutdown() {
     let dir = temp_dir("h2-goaway");
     let backend = Backend::ok("x");
     let port = common::free_port();
-    let s = Sluice::start("h2-goaway", &plain_conf(port, "", backend.addr));
+    let mut s = Sluice::start("h2-goaway", &plain_conf(port, "", backend.addr));
 
     // A reload retires the connection's configuration: GOAWAY, no error.
     let (mut proc, lines) = goaway_watcher(port);

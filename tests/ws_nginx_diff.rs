@@ -8,7 +8,6 @@ mod interop_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 
 use common::backend::{Backend, Reply};
 use common::nginx::Nginx;
@@ -31,12 +30,12 @@ fn conf_with(pid: &str, port: u16, upstream: SocketAddr, log: &str) -> String {
 }
 
 /// Debian's nginx on the guide's config; `log` is its access log line.
-/// Returns the prefix too, for the access log.
-fn start_nginx(port: u16, upstream: SocketAddr, log: &str) -> (Nginx, PathBuf) {
+/// Its prefix (`n.path(..)`) holds the access log.
+fn start_nginx(port: u16, upstream: SocketAddr, log: &str) -> Nginx {
     let prefix = temp_dir("nginx");
-    let mut n = Nginx::spawn(prefix.clone(), &conf_with("nginx.pid", port, upstream, log));
+    let mut n = Nginx::spawn(prefix, &conf_with("nginx.pid", port, upstream, log));
     n.ready("nginx.pid");
-    (n, prefix)
+    n
 }
 
 /// nginx and sluice, each on its own port, in front of `upstream`.
@@ -50,7 +49,7 @@ struct Pair {
 fn pair(upstream: SocketAddr) -> Pair {
     let nginx_port = common::free_port();
     let sluice_port = common::free_port();
-    let (nginx, _) = start_nginx(nginx_port, upstream, "access_log logs/access.log;");
+    let nginx = start_nginx(nginx_port, upstream, "access_log logs/access.log;");
     let sluice = Sluice::start("ws-diff", &conf("sluice.pid", sluice_port, upstream));
     Pair {
         nginx_port,
@@ -296,14 +295,14 @@ fn tunnel_access_log_line_matches_nginx() {
     let up = RawUpstream::start();
     let log = "log_format ws '$status $body_bytes_sent $request_length $upstream_addr $request_time';\naccess_log logs/ws.log ws;";
     let (nginx_port, sluice_port) = (common::free_port(), common::free_port());
-    let (_nginx, nginx_prefix) = start_nginx(nginx_port, up.addr, log);
+    let nginx = start_nginx(nginx_port, up.addr, log);
     let sluice = Sluice::start(
         "ws-diff-log",
         &conf_with("sluice.pid", sluice_port, up.addr, log),
     );
     let mut lines = Vec::new();
     for (port, path) in [
-        (nginx_port, nginx_prefix.join("logs/ws.log")),
+        (nginx_port, nginx.path("logs/ws.log")),
         (sluice_port, sluice.path("logs/ws.log")),
     ] {
         let (mut client, _) = raw_ws_client(port, "/chat");

@@ -366,17 +366,22 @@ fn webpki_check(c: &CertificateDer<'_>) -> std::result::Result<(), String> {
 }
 
 /// A self-signed ECDSA certificate for `names`, written as `cert.pem` and
-/// `key.pem` under a new directory in the temp dir; for unit tests.
+/// `key.pem` under a new directory in the temp dir; for unit tests. The
+/// directory goes when the returned guard drops (kept if the test fails).
 #[cfg(test)]
-pub(crate) fn test_cert_files(tag: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("sluice-ssl-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+pub(crate) fn test_cert_files(
+    tag: &str,
+    names: &[&str],
+) -> (crate::log::writer::tests::TestDir, PathBuf, PathBuf) {
+    let dir = crate::log::writer::tests::TestDir::new(
+        std::env::temp_dir().join(format!("sluice-ssl-{tag}-{}", std::process::id())),
+    );
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let c = rcgen::generate_simple_self_signed(names).expect("rcgen");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, c.cert.pem()).expect("write cert");
     std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
-    (cert, key)
+    (dir, cert, key)
 }
 
 #[cfg(test)]
@@ -385,8 +390,8 @@ mod tests {
 
     #[test]
     fn a_pair_loads_and_a_mismatched_or_bad_one_names_its_line() {
-        let (c1, k1) = test_cert_files("pair1", &["a.test"]);
-        let (_c2, k2) = test_cert_files("pair2", &["b.test"]);
+        let (_d1, c1, k1) = test_cert_files("pair1", &["a.test"]);
+        let (_d2, _c2, k2) = test_cert_files("pair2", &["b.test"]);
         let loc = |line| SrcLoc {
             file: Arc::new(PathBuf::from("t.conf")),
             line,

@@ -441,16 +441,50 @@ pub(crate) mod tests {
     use std::io::Read;
     use std::sync::atomic::AtomicUsize;
 
-    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+    /// A unit test's temporary directory: removed on drop when the test
+    /// passes, kept (and named on stderr) when it panics, for inspection.
+    /// Declare it before whatever writes into it, so that drops first.
+    pub(crate) struct TestDir(PathBuf);
+
+    impl TestDir {
+        /// Creates `path` afresh.
+        pub(crate) fn new(path: PathBuf) -> TestDir {
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create test dir");
+            TestDir(path)
+        }
+    }
+
+    impl std::ops::Deref for TestDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TestDir {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("kept test dir {}", self.0.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    pub(crate) fn temp_dir(tag: &str) -> TestDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        TestDir::new(std::env::temp_dir().join(format!(
             "sluice-log-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        )))
     }
 
     fn spec(path: &Path, buffer: u64, flush: Option<Duration>) -> FileSpec {

@@ -649,7 +649,7 @@ mod tests {
 
     #[test]
     fn specific_addresses_with_options_get_their_own_socket() {
-        let (cert, key) = crate::conf::ssl::test_cert_files("vhost", &["localhost"]);
+        let (_dir, cert, key) = crate::conf::ssl::test_cert_files("vhost", &["localhost"]);
         let t = table(
             &r#"server { listen 80; }
                server { listen 127.0.0.1:80 reuseport backlog=100; }

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod backend;
@@ -18,14 +18,62 @@ pub use seed::*;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory under the system temp dir for one test.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the system temp dir for one test, with `logs/`
+/// and `conf/` made.
+pub fn temp_dir(tag: &str) -> TestDir {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sluice-test-{}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs")).expect("create test dir");
     std::fs::create_dir_all(dir.join("conf")).expect("create test dir");
-    dir
+    TestDir(dir, AtomicBool::new(false))
+}
+
+/// A test's temporary directory: removed on drop when the test passes, kept
+/// when the thread is panicking so a failure can be inspected. Whatever runs
+/// in it (sluice, nginx, a peer) must be stopped before this drops, so it is
+/// declared first or owned by the process's handle.
+pub struct TestDir(PathBuf, AtomicBool);
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Keeps the directory on drop even though the thread is not panicking:
+    /// for a test that gathers failures and reports them later.
+    pub fn keep(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || self.1.load(Ordering::Relaxed) {
+            eprintln!("kept test dir {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A loopback port nobody listens on right now, released before the server
@@ -67,11 +115,12 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A running sluice, stopped (TERM, then waited for) on drop.
+/// A running sluice, stopped (TERM, then waited for) on drop; its prefix
+/// directory goes after it.
 pub struct Sluice {
     pub child: Option<Child>,
-    pub prefix: PathBuf,
     pub conf: PathBuf,
+    pub prefix: TestDir,
 }
 
 impl Sluice {
@@ -82,7 +131,7 @@ impl Sluice {
         Self::start_in(prefix, conf)
     }
 
-    pub fn start_in(prefix: PathBuf, conf: &str) -> Sluice {
+    pub fn start_in(prefix: TestDir, conf: &str) -> Sluice {
         let conf_path = prefix.join("conf/nginx.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
         let pid_path = prefix.join("logs/sluice.pid");
@@ -98,8 +147,8 @@ impl Sluice {
             .expect("spawn sluice");
         let mut s = Sluice {
             child: Some(child),
-            prefix,
             conf: conf_path,
+            prefix,
         };
         let mut exited = None;
         wait_until("sluice's pid file", || {
@@ -141,16 +190,16 @@ impl Sluice {
         }
     }
 
-    /// Sends QUIT and waits for the exit.
-    pub fn quit(mut self) -> std::process::ExitStatus {
+    /// Sends QUIT and waits for the exit. The prefix stays until drop, for
+    /// what the test checks afterwards.
+    pub fn quit(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGQUIT);
         let mut c = self.child.take().expect("child");
         c.wait().expect("wait sluice")
     }
-}
 
-impl Drop for Sluice {
-    fn drop(&mut self) {
+    /// Stops sluice (TERM, then waited for); the prefix stays until drop.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid.
             unsafe {
@@ -158,6 +207,12 @@ impl Drop for Sluice {
             }
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -26,15 +26,16 @@ pub fn diff_conf(pid: &str, http_body: &str) -> String {
     )
 }
 
-/// A running nginx (single process, foreground), stopped by PID on drop.
+/// A running nginx (single process, foreground), stopped by PID on drop;
+/// its prefix directory goes after it.
 pub struct Nginx {
     child: Option<Child>,
-    pub prefix: PathBuf,
+    pub prefix: super::TestDir,
 }
 
 impl Nginx {
     /// Spawns nginx on `conf` in `prefix` without waiting; call `ready()`.
-    pub fn spawn(prefix: PathBuf, conf: &str) -> Nginx {
+    pub fn spawn(prefix: super::TestDir, conf: &str) -> Nginx {
         for d in ["conf", "logs", "tmp"] {
             std::fs::create_dir_all(prefix.join(d)).expect("create nginx prefix");
         }

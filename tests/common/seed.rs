@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A directory under the system temp dir, removed on drop.
+/// A directory under the system temp dir, removed on drop unless the test is
+/// failing (then kept for inspection, like [`super::TestDir`]).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -36,7 +37,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::thread::panicking() {
+            eprintln!("kept test dir {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
