@@ -873,7 +873,7 @@ impl super::body::OnDone for ResponseDone {
             up.response_time.push_str(sep);
             push_secs(&mut up.response_time, self.t0.elapsed());
         }
-        Box::new(log).done(body_bytes, complete);
+        log.log(body_bytes);
     }
 }
 

@@ -123,11 +123,18 @@ pub struct LogWhenDone {
     pub upstream: Option<UpstreamInfo>,
 }
 
-impl OnDone for LogWhenDone {
-    fn done(mut self: Box<Self>, body_bytes: u64, _complete: bool) {
+impl LogWhenDone {
+    /// Writes the access log line of a response whose body is done.
+    pub fn log(mut self, body_bytes: u64) {
         self.resp.body_bytes_sent = body_bytes;
         self.resp.bytes_sent += body_bytes;
         self.state.log(&self.resp, self.upstream.as_ref());
+    }
+}
+
+impl OnDone for LogWhenDone {
+    fn done(self: Box<Self>, body_bytes: u64, _complete: bool) {
+        (*self).log(body_bytes);
     }
 }
 
