@@ -137,7 +137,7 @@ pub fn log_request(logs: &[AccessLog], cx: &VarCtx<'_>, sink: &AccessLogs) {
 mod tests {
     use super::*;
     use crate::vars::eval::tests::{conn, ctx, parts};
-    use crate::vars::eval::{ResponseInfo, UpstreamInfo};
+    use crate::vars::eval::{ResponseInfo, UpstreamInfo, UpstreamTry};
     use crate::vars::{Template, VarRegistry};
 
     fn fmt(escape: LogEscape, text: &str) -> LogFormat {
@@ -222,9 +222,13 @@ mod tests {
             ..Default::default()
         };
         let up = UpstreamInfo {
-            addr: "127.0.0.1:8010".into(),
-            status: "101".into(),
-            response_time: "0.004".into(),
+            tries: vec![UpstreamTry {
+                addr: Some("127.0.0.1:8010".parse().unwrap()),
+                status: 101,
+                connect_ms: Some(0),
+                header_ms: Some(1),
+                response_ms: Some(4),
+            }],
             ..Default::default()
         };
         cx.resp = Some(&resp);

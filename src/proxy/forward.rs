@@ -25,7 +25,7 @@ use crate::server::request::{add_server_header, LogWhenDone, RequestState};
 use crate::server::tls::UpstreamStream;
 use crate::upstream::pool::PooledConn;
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
-use crate::vars::eval::{ResponseInfo, UpstreamInfo};
+use crate::vars::eval::{millis, ResponseInfo, UpstreamInfo, UpstreamTry};
 
 /// Why one attempt at a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,76 +88,6 @@ fn status_condition(code: u16) -> u16 {
         404 => next_upstream::HTTP_404,
         429 => next_upstream::HTTP_429,
         _ => 0,
-    }
-}
-
-fn secs(d: Duration) -> String {
-    let mut s = String::with_capacity(8);
-    push_secs(&mut s, d);
-    s
-}
-
-/// nginx's `%T.%03M`: seconds with milliseconds, written in place.
-fn push_secs(s: &mut String, d: Duration) {
-    // Rounded to the millisecond, as `{:.3}` of the seconds was.
-    let ms = u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX);
-    push_num(s, ms / 1000);
-    s.push('.');
-    let frac = ms % 1000;
-    if frac < 100 {
-        s.push('0');
-    }
-    if frac < 10 {
-        s.push('0');
-    }
-    push_num(s, frac);
-}
-
-/// Decimal digits, without the formatting machinery (every request
-/// writes several of these).
-fn push_num(s: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
-}
-
-/// One value of a try for [`push_info`], written without allocating.
-enum Val<'a> {
-    Str(&'a str),
-    Secs(Duration),
-    Code(u16),
-    Addr(std::net::SocketAddr),
-}
-
-impl Val<'_> {
-    fn push(&self, s: &mut String) {
-        use std::fmt::Write as _;
-        match self {
-            Val::Str(v) => s.push_str(v),
-            Val::Secs(d) => push_secs(s, *d),
-            Val::Code(c) => push_num(s, u64::from(*c)),
-            Val::Addr(std::net::SocketAddr::V4(a)) => {
-                for (i, o) in a.ip().octets().into_iter().enumerate() {
-                    if i > 0 {
-                        s.push('.');
-                    }
-                    push_num(s, u64::from(o));
-                }
-                s.push(':');
-                push_num(s, u64::from(a.port()));
-            }
-            Val::Addr(a) => {
-                let _ = write!(s, "{a}");
-            }
-        }
     }
 }
 
@@ -318,14 +248,14 @@ pub async fn forward(
                     conn = state.conn.info.id,
                     "no live upstreams while connecting to upstream{ctx}"
                 );
-                push_info(
-                    &mut up_info,
-                    Val::Str(&pp.upstream.name),
-                    Val::Code(502),
-                    Val::Str("-"),
-                    Val::Str("-"),
-                    Some(Val::Str("0.000")),
-                );
+                up_info.group = Some(pp.upstream.name.as_str().into());
+                up_info.tries.push(UpstreamTry {
+                    addr: None,
+                    status: 502,
+                    connect_ms: None,
+                    header_ms: None,
+                    response_ms: Some(0),
+                });
                 return finish_error(state, 502, tokens, up_info);
             }
         };
@@ -355,26 +285,25 @@ pub async fn forward(
                     if cond != next_upstream::HTTP_403 && cond != next_upstream::HTTP_404 {
                         fail_peer(&mut peer);
                     }
-                    push_info(
-                        &mut up_info,
-                        Val::Addr(addr),
-                        Val::Code(status),
-                        connect_time.map_or(Val::Str("-"), Val::Secs),
-                        Val::Secs(ok.header_time),
-                        Some(Val::Secs(t0.elapsed())),
-                    );
+                    up_info.tries.push(UpstreamTry {
+                        addr: Some(addr),
+                        status,
+                        connect_ms: connect_time.map(millis),
+                        header_ms: Some(millis(ok.header_time)),
+                        response_ms: Some(millis(t0.elapsed())),
+                    });
                     last_status = status;
                     continue;
                 }
                 peer.success();
-                push_info(
-                    &mut up_info,
-                    Val::Addr(addr),
-                    Val::Code(status),
-                    connect_time.map_or(Val::Str("-"), Val::Secs),
-                    Val::Secs(ok.header_time),
-                    None,
-                );
+                // Its response time is added when the body is done.
+                up_info.tries.push(UpstreamTry {
+                    addr: Some(addr),
+                    status,
+                    connect_ms: connect_time.map(millis),
+                    header_ms: Some(millis(ok.header_time)),
+                    response_ms: None,
+                });
                 return relay(state, ok, peer, client_upgrade, up_info, t0, matcher);
             }
             Err(e) => {
@@ -395,14 +324,13 @@ pub async fn forward(
                     return crate::server::request::finish(state, pages::error(code, tokens, true));
                 }
                 let status = e.status();
-                push_info(
-                    &mut up_info,
-                    Val::Addr(addr),
-                    Val::Code(status),
-                    Val::Str("-"),
-                    Val::Str("-"),
-                    Some(Val::Secs(t0.elapsed())),
-                );
+                up_info.tries.push(UpstreamTry {
+                    addr: Some(addr),
+                    status,
+                    connect_ms: None,
+                    header_ms: None,
+                    response_ms: Some(millis(t0.elapsed())),
+                });
                 let cond = e.condition();
                 if cond & (next_upstream::ERROR | next_upstream::TIMEOUT) != 0 {
                     fail_peer(&mut peer);
@@ -421,32 +349,6 @@ pub async fn forward(
                 return finish_error(state, status, tokens, up_info);
             }
         }
-    }
-}
-
-fn push_info(
-    up: &mut UpstreamInfo,
-    addr: Val<'_>,
-    status: Val<'_>,
-    connect: Val<'_>,
-    header: Val<'_>,
-    response: Option<Val<'_>>,
-) {
-    let add = |s: &mut String, v: Val<'_>| {
-        if s.is_empty() {
-            // One allocation for a value instead of growing digit by digit.
-            s.reserve(24);
-        } else {
-            s.push_str(", ");
-        }
-        v.push(s);
-    };
-    add(&mut up.addr, addr);
-    add(&mut up.status, status);
-    add(&mut up.connect_time, connect);
-    add(&mut up.header_time, header);
-    if let Some(r) = response {
-        add(&mut up.response_time, r);
     }
 }
 
@@ -865,13 +767,7 @@ impl super::body::OnDone for ResponseDone {
         }
         let mut log = self.log;
         if let Some(up) = log.upstream.as_mut() {
-            let sep = if up.response_time.is_empty() {
-                ""
-            } else {
-                ", "
-            };
-            up.response_time.push_str(sep);
-            push_secs(&mut up.response_time, self.t0.elapsed());
+            up.set_last_response(self.t0.elapsed());
         }
         log.log(body_bytes);
     }
@@ -895,17 +791,16 @@ fn log_ctx(state: &RequestState, upstream: Option<&str>) -> String {
 
 /// What a tunnel's access log line needs, kept until the tunnel ends, in
 /// little room (it is paid per open tunnel): most logs read no header of the
-/// 101 nor of the upstream's answer, and the upstream's four strings are kept
-/// as one.
+/// 101 nor of the upstream's answer, and the tries are kept in a boxed slice.
 struct TunnelDone {
     state: RequestState,
     /// The headers of the 101 the logs read, if any.
     sent: Option<Box<HeaderMap>>,
     /// The headers of the upstream's 101 the logs read, if any.
     upstream_headers: Option<Box<HeaderMap>>,
-    /// `$upstream_addr`, `_status`, `_connect_time` and `_header_time`,
-    /// joined by NULs.
-    upstream: Box<str>,
+    /// The tries, for the `$upstream_*` variables; the last one's response
+    /// time is the tunnel's end.
+    tries: Box<[UpstreamTry]>,
     /// Keeps the peer counted as busy while the tunnel lasts.
     peer: PeerGuard,
     t0: Instant,
@@ -921,14 +816,11 @@ impl TunnelDone {
         t0: Instant,
     ) -> TunnelDone {
         let boxed = |h: HeaderMap| (!h.is_empty()).then(|| Box::new(h));
-        let upstream = [&up.addr, &up.status, &up.connect_time, &up.header_time]
-            .map(String::as_str)
-            .join("\0");
         TunnelDone {
             state,
             sent: boxed(sent),
             upstream_headers: upstream_headers.and_then(boxed),
-            upstream: upstream.into(),
+            tries: up.tries.as_slice().into(),
             peer,
             t0,
         }
@@ -936,14 +828,9 @@ impl TunnelDone {
 
     /// The response and upstream facts as the variables read them.
     fn infos(&self) -> (ResponseInfo, UpstreamInfo) {
-        let mut parts = self.upstream.split('\0');
-        let mut next = || parts.next().unwrap_or_default().to_string();
-        let up = UpstreamInfo {
-            addr: next(),
-            status: next(),
-            connect_time: next(),
-            header_time: next(),
-            response_time: secs(self.t0.elapsed()),
+        let mut up = UpstreamInfo {
+            tries: self.tries.to_vec(),
+            group: None,
             headers: Some(
                 self.upstream_headers
                     .as_deref()
@@ -953,6 +840,7 @@ impl TunnelDone {
             bytes_received: 0,
             bytes_sent: 0,
         };
+        up.set_last_response(self.t0.elapsed());
         let resp = ResponseInfo {
             status: 101,
             headers: self.sent.as_deref().cloned().unwrap_or_default(),
@@ -1004,30 +892,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn try_values_read_as_nginx_writes_them() {
-        let mut up = UpstreamInfo::default();
-        let addr: std::net::SocketAddr = "10.0.0.2:8080".parse().expect("addr");
-        push_info(
-            &mut up,
-            Val::Addr(addr),
-            Val::Code(502),
-            Val::Str("-"),
-            Val::Secs(Duration::from_micros(1_000_499)),
-            Some(Val::Secs(Duration::from_millis(7))),
-        );
-        push_info(
-            &mut up,
-            Val::Addr("[::1]:80".parse().expect("addr")),
-            Val::Code(200),
-            Val::Secs(Duration::from_micros(1500)),
-            Val::Secs(Duration::from_secs(12)),
-            None,
-        );
-        assert_eq!(up.addr, "10.0.0.2:8080, [::1]:80");
-        assert_eq!(up.status, "502, 200");
-        assert_eq!(up.connect_time, "-, 0.002");
-        assert_eq!(up.header_time, "1.000, 12.000");
-        assert_eq!(up.response_time, "0.007");
-        assert_eq!(secs(Duration::from_micros(59_999_600)), "60.000");
+    fn milliseconds_round_as_nginx_prints_them() {
+        assert_eq!(millis(Duration::from_micros(1_000_499)), 1000);
+        assert_eq!(millis(Duration::from_micros(1500)), 2);
+        assert_eq!(millis(Duration::from_micros(59_999_600)), 60_000);
     }
 }

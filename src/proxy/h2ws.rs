@@ -189,7 +189,7 @@ pub fn relay(
         let (client, (upstream, pending)) = match (client_up.await, upstream_up.get().await) {
             (Ok(c), Some(u)) => (c, u),
             _ => {
-                up_info.response_time = format!("{:.3}", t0.elapsed().as_secs_f64());
+                up_info.set_last_response(t0.elapsed());
                 state.log(&info, Some(&up_info));
                 return;
             }
@@ -210,7 +210,7 @@ pub fn relay(
             );
         }
         drop(peer);
-        up_info.response_time = format!("{:.3}", t0.elapsed().as_secs_f64());
+        up_info.set_last_response(t0.elapsed());
         up_info.bytes_received = stats.upstream_to_client;
         up_info.bytes_sent = stats.client_to_upstream;
         let mut info = info;

@@ -280,7 +280,7 @@ pub fn request_logged(
     gauge: &ConnGauge,
     status: u16,
     elapsed: std::time::Duration,
-    upstream_time: Option<&str>,
+    upstream_time: Option<std::time::Duration>,
 ) {
     gauge.request_done();
     if let Some(c) = RESPONSES.get(usize::from(status / 100).wrapping_sub(1)) {
@@ -292,13 +292,7 @@ pub fn request_logged(
     }
     REQUEST_TIME.observe(elapsed.as_secs_f64());
     if let Some(t) = upstream_time {
-        let total: f64 = t
-            .split([',', ':'])
-            .filter_map(|v| v.trim().parse::<f64>().ok())
-            .sum();
-        if t.bytes().any(|b| b.is_ascii_digit()) {
-            UPSTREAM_TIME.observe(total);
-        }
+        UPSTREAM_TIME.observe(t.as_secs_f64());
     }
 }
 

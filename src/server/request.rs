@@ -88,7 +88,7 @@ impl RequestState {
 
     /// Writes the access log lines for the finished request.
     pub fn log(&self, resp: &ResponseInfo, up: Option<&UpstreamInfo>) {
-        let up_time = up.map(|u| u.response_time.as_str());
+        let up_time = up.and_then(UpstreamInfo::response_total);
         crate::runtime::metrics::request_logged(
             &self.conn.gauge,
             resp.status,

@@ -119,19 +119,117 @@ pub struct ResponseInfo {
     pub bytes_sent: u64,
 }
 
-/// What the proxy learnt from the upstream; the strings are preformatted the
-/// way nginx lists one value per try (`"502, 200"`).
+/// One try at a peer, as the `$upstream_*` variables list tries. Times are
+/// kept in milliseconds, the precision nginx prints them with; they are
+/// formatted only when a log line asks for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTry {
+    /// The peer; `None` when no peer was live (nginx names the group then).
+    pub addr: Option<SocketAddr>,
+    pub status: u16,
+    pub connect_ms: Option<u32>,
+    pub header_ms: Option<u32>,
+    pub response_ms: Option<u32>,
+}
+
+/// A duration in whole milliseconds, rounded as nginx's `%T.%03M` shows it.
+pub fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from((d.as_micros() + 500) / 1000).unwrap_or(u32::MAX)
+}
+
+/// What the proxy learnt from the upstream: one entry per try, formatted
+/// only when a variable is read.
 #[derive(Clone, Debug, Default)]
 pub struct UpstreamInfo {
-    /// `"ip:port[, ip:port]"` as nginx lists tries.
-    pub addr: String,
-    pub status: String,
-    pub connect_time: String,
-    pub header_time: String,
-    pub response_time: String,
+    pub tries: Vec<UpstreamTry>,
+    /// The group's name, for a try that found no live peer.
+    pub group: Option<Box<str>>,
     pub headers: Option<HeaderMap>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+}
+
+impl UpstreamInfo {
+    /// Sets the last try's response time (once its response has ended).
+    pub fn set_last_response(&mut self, d: std::time::Duration) {
+        if let Some(t) = self.tries.last_mut() {
+            t.response_ms = Some(millis(d));
+        }
+    }
+
+    /// The sum of the tries' response times, if any try has one (for the
+    /// metrics' upstream time).
+    pub fn response_total(&self) -> Option<std::time::Duration> {
+        let mut total = None;
+        for ms in self.tries.iter().filter_map(|t| t.response_ms) {
+            *total.get_or_insert(0u64) += u64::from(ms);
+        }
+        total.map(std::time::Duration::from_millis)
+    }
+}
+
+/// Which value of each try an `$upstream_*` variable lists.
+#[derive(Clone, Copy)]
+enum TryField {
+    Addr,
+    Status,
+    Connect,
+    Header,
+    Response,
+}
+
+/// nginx's list of one value per try, `", "` between tries, `-` for a
+/// value a try does not have.
+fn upstream_tries(cx: &VarCtx<'_>, out: &mut Vec<u8>, field: TryField) -> bool {
+    let Some(up) = cx.upstream.filter(|u| !u.tries.is_empty()) else {
+        return false;
+    };
+    for (i, t) in up.tries.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        let ms = match field {
+            TryField::Addr => {
+                match t.addr {
+                    Some(SocketAddr::V4(a)) => {
+                        put_ip(out, IpAddr::V4(*a.ip()));
+                        out.push(b':');
+                        push_u64(out, a.port().into());
+                    }
+                    // As nginx names an IPv6 peer: "[::1]:8080".
+                    Some(a) => {
+                        let _ = write!(out, "{a}");
+                    }
+                    None => out.extend_from_slice(up.group.as_deref().unwrap_or("-").as_bytes()),
+                }
+                continue;
+            }
+            TryField::Status => {
+                push_u64(out, t.status.into());
+                continue;
+            }
+            TryField::Connect => t.connect_ms,
+            TryField::Header => t.header_ms,
+            TryField::Response => t.response_ms,
+        };
+        match ms {
+            Some(ms) => push_msec(out, ms),
+            None => out.push(b'-'),
+        }
+    }
+    true
+}
+
+/// Milliseconds as nginx's `%T.%03M`: seconds, a dot, three digits.
+pub fn push_msec(out: &mut Vec<u8>, ms: u32) {
+    push_u64(out, u64::from(ms / 1000));
+    let frac = ms % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// Everything a variable may read, borrowed for the duration of one evaluation.
@@ -407,11 +505,11 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
             }
             put_ip(out, cx.conn.remote.ip())
         }
-        B::UpstreamAddr => upstream_str(cx, out, |u| &u.addr),
-        B::UpstreamStatus => upstream_str(cx, out, |u| &u.status),
-        B::UpstreamResponseTime => upstream_str(cx, out, |u| &u.response_time),
-        B::UpstreamConnectTime => upstream_str(cx, out, |u| &u.connect_time),
-        B::UpstreamHeaderTime => upstream_str(cx, out, |u| &u.header_time),
+        B::UpstreamAddr => upstream_tries(cx, out, TryField::Addr),
+        B::UpstreamStatus => upstream_tries(cx, out, TryField::Status),
+        B::UpstreamResponseTime => upstream_tries(cx, out, TryField::Response),
+        B::UpstreamConnectTime => upstream_tries(cx, out, TryField::Connect),
+        B::UpstreamHeaderTime => upstream_tries(cx, out, TryField::Header),
         B::UpstreamBytesReceived => match cx.upstream {
             Some(u) => put_num(out, u.bytes_received),
             None => false,
@@ -448,13 +546,6 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
         | B::DocumentRoot
         | B::TcpInfoRtt
         | B::GzipRatio => false,
-    }
-}
-
-fn upstream_str(cx: &VarCtx<'_>, out: &mut Vec<u8>, f: impl Fn(&UpstreamInfo) -> &String) -> bool {
-    match cx.upstream {
-        Some(u) if !f(u).is_empty() => put(out, f(u)),
-        _ => false,
     }
 }
 
@@ -975,11 +1066,23 @@ pub(crate) mod tests {
         uh.insert("server", "echo".parse().unwrap());
         uh.insert("content-length", "12".parse().unwrap());
         let up = UpstreamInfo {
-            addr: "127.0.0.1:9000, 127.0.0.1:9001".into(),
-            status: "502, 200".into(),
-            connect_time: "0.001, 0.000".into(),
-            header_time: "0.002".into(),
-            response_time: "0.003".into(),
+            tries: vec![
+                UpstreamTry {
+                    addr: Some("127.0.0.1:9000".parse().unwrap()),
+                    status: 502,
+                    connect_ms: Some(1),
+                    header_ms: None,
+                    response_ms: Some(1003),
+                },
+                UpstreamTry {
+                    addr: Some("[::1]:9001".parse().unwrap()),
+                    status: 200,
+                    connect_ms: Some(0),
+                    header_ms: Some(2),
+                    response_ms: Some(30),
+                },
+            ],
+            group: None,
             headers: Some(uh),
             bytes_received: 90,
             bytes_sent: 80,
@@ -992,11 +1095,35 @@ pub(crate) mod tests {
         );
         assert_eq!(
             render("$upstream_addr|$upstream_status|$upstream_connect_time|$upstream_header_time|$upstream_response_time", &cx),
-            "127.0.0.1:9000, 127.0.0.1:9001|502, 200|0.001, 0.000|0.002|0.003"
+            "127.0.0.1:9000, [::1]:9001|502, 200|0.001, 0.000|-, 0.002|1.003, 0.030"
+        );
+        assert_eq!(
+            up.response_total(),
+            Some(std::time::Duration::from_millis(1033))
         );
         assert_eq!(
             render("$upstream_http_server $upstream_bytes_received $upstream_bytes_sent $upstream_response_length", &cx),
             "echo 90 80 12"
+        );
+        // No live peer: nginx names the group.
+        let none = UpstreamInfo {
+            tries: vec![UpstreamTry {
+                addr: None,
+                status: 502,
+                connect_ms: None,
+                header_ms: None,
+                response_ms: Some(0),
+            }],
+            group: Some("backend".into()),
+            ..Default::default()
+        };
+        cx.upstream = Some(&none);
+        assert_eq!(
+            render(
+                "$upstream_addr|$upstream_status|$upstream_connect_time|$upstream_response_time",
+                &cx
+            ),
+            "backend|502|-|0.000"
         );
     }
 

@@ -6,7 +6,9 @@ pub mod map;
 pub mod registry;
 pub mod template;
 
-pub use eval::{eval_var, var_value, Captures, ConnInfo, ResponseInfo, UpstreamInfo, VarCtx};
+pub use eval::{
+    eval_var, var_value, Captures, ConnInfo, ResponseInfo, UpstreamInfo, UpstreamTry, VarCtx,
+};
 pub use map::map_lookup;
 pub use registry::{Builtin, Var, VarRegistry};
 pub use template::{Part, Template, TemplateError};
