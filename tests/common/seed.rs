@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A directory under the system temp dir, removed on drop unless the test is
-/// failing (then kept for inspection, like [`super::TestDir`]).
-pub struct TempDir(pub PathBuf);
+/// A bare directory under the system temp dir (no `logs/` or `conf/`),
+/// removed like any [`super::TestDir`].
+pub type TempDir = super::TestDir;
 
-impl TempDir {
+impl super::TestDir {
+    /// A bare directory (`temp_dir` makes a prefix with `logs/` and `conf/`).
     pub fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -17,11 +18,7 @@ impl TempDir {
             std::env::temp_dir().join(format!("sluice-conf-{}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
+        super::TestDir(path, std::sync::atomic::AtomicBool::new(false))
     }
 
     /// Writes `text` at `rel`, creating parent directories.
@@ -32,16 +29,6 @@ impl TempDir {
         }
         std::fs::write(&p, text).expect("write file");
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept test dir {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
