@@ -169,12 +169,13 @@ pub async fn handle(
 
     let http = gen.http();
     // Host: the absolute-form target's authority wins over the header.
+    // Borrowed from the head; only the normalised name is kept.
     let host_raw = match parts.uri.authority() {
-        Some(a) => Some(a.as_str().to_string()),
+        Some(a) => Some(std::borrow::Cow::Borrowed(a.as_str())),
         None => parts
             .headers
             .get(header::HOST)
-            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+            .map(|h| String::from_utf8_lossy(h.as_bytes())),
     };
     let host_norm = match host_raw.as_deref().map(super::vhost::normalize_host) {
         Some(Ok(h)) => Some(h.into_owned()),
@@ -196,9 +197,7 @@ pub async fn handle(
     let Some(server) = http.servers.get(server_idx) else {
         return Ok(pages::error(400, true, true));
     };
-    let host = host_norm
-        .clone()
-        .unwrap_or_else(|| server.primary_name.clone());
+    let host = host_norm.unwrap_or_else(|| server.primary_name.clone());
     if !server.settings.underscores_in_headers && server.settings.ignore_invalid_headers {
         drop_underscored(&mut parts.headers);
     }
