@@ -22,7 +22,7 @@
 //! jemalloc's thread caches are also made larger than its default for the
 //! bigger small sizes ([`MALLOC_CONF`]): a request's 8 KiB read buffers and
 //! the like otherwise overflow a cache of a few blocks and go to the arena
-//! and back every few requests (callgrind: 4-7 % of the user-space
+//! and back every few requests (callgrind: 3-8 % of the user-space
 //! instructions of a handshake or a request). What a cache holds after a
 //! burst is returned with the trim.
 
