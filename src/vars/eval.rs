@@ -213,7 +213,7 @@ fn upstream_tries(cx: &VarCtx<'_>, out: &mut Vec<u8>, field: TryField) -> bool {
             TryField::Response => t.response_ms,
         };
         match ms {
-            Some(ms) => push_msec(out, ms),
+            Some(ms) => push_msec(out, ms.into()),
             None => out.push(b'-'),
         }
     }
@@ -221,8 +221,8 @@ fn upstream_tries(cx: &VarCtx<'_>, out: &mut Vec<u8>, field: TryField) -> bool {
 }
 
 /// Milliseconds as nginx's `%T.%03M`: seconds, a dot, three digits.
-pub fn push_msec(out: &mut Vec<u8>, ms: u32) {
-    push_u64(out, u64::from(ms / 1000));
+pub fn push_msec(out: &mut Vec<u8>, ms: u64) {
+    push_u64(out, ms / 1000);
     let frac = ms % 1000;
     out.extend_from_slice(&[
         b'.',
@@ -452,17 +452,10 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
         B::BytesSent => put_num(out, cx.resp.map_or(0, |r| r.bytes_sent)),
         B::RequestLength => put_num(out, cx.request_length),
         B::RequestTime => {
-            let ms = u64::try_from(cx.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            push_u64(out, ms / 1000);
-            out.push(b'.');
-            let frac = ms % 1000;
-            if frac < 100 {
-                out.push(b'0');
-                if frac < 10 {
-                    out.push(b'0');
-                }
-            }
-            push_u64(out, frac);
+            push_msec(
+                out,
+                u64::try_from(cx.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
             true
         }
         B::RequestId => {
@@ -475,7 +468,7 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
             let d = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
+            push_msec(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             true
         }
         B::Pid => put_num(out, std::process::id()),
@@ -854,6 +847,21 @@ pub fn format_time(sec: i64) -> CachedTime {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn push_msec_writes_seconds_and_three_digits() {
+        for (ms, text) in [
+            (0u64, "0.000"),
+            (7, "0.007"),
+            (45, "0.045"),
+            (1003, "1.003"),
+            (60_000, "60.000"),
+        ] {
+            let mut out = Vec::new();
+            push_msec(&mut out, ms);
+            assert_eq!(out, text.as_bytes());
+        }
+    }
+
     #[test]
     fn push_u64_writes_decimal_digits() {
         for n in [0u64, 7, 10, 99, 100, 65535, u64::MAX] {
