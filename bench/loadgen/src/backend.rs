@@ -1,13 +1,15 @@
 //! The bench's upstream: HTTP/1.1 keep-alive answering `/1m...` with 1 MiB and anything else
-//! with 100 B, and, on a WebSocket upgrade, an echo of every frame as received. An idle
+//! with 100 B, and, on a WebSocket upgrade, an echo of every frame as received (a bulk frame
+//! is answered with one of its length, unread: see `ws_echo`). An idle
 //! WebSocket here holds only its socket, so the backend never limits the idle scenario.
 
+use std::cell::RefCell;
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::wire::{self, OP_CLOSE, OP_PING, OP_PONG};
+use crate::wire::{self, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG};
 
 pub const SMALL_BODY: usize = 100;
 pub const BIG_BODY: usize = 1 << 20;
@@ -157,13 +159,57 @@ async fn conn(s: TcpStream) -> io::Result<()> {
     }
 }
 
+/// Data frames at least this long are answered without being read (see [`ws_echo`]).
+const BULK_MIN: usize = wire::DISCARD_MIN;
+
+/// A bulk answer and what it answers: (fin, opcode, payload length).
+type BulkFrame = ((bool, u8, usize), Arc<[u8]>);
+
+thread_local! {
+    // The last bulk answer built, shared by the connections while clients send one size.
+    static BULK: RefCell<Option<BulkFrame>> = const { RefCell::new(None) };
+}
+
+/// An unmasked frame of `len` zero bytes.
+fn bulk_answer(fin: bool, opcode: u8, len: usize) -> Arc<[u8]> {
+    BULK.with(|b| {
+        let mut b = b.borrow_mut();
+        match &*b {
+            Some((of, frame)) if *of == (fin, opcode, len) => frame.clone(),
+            _ => {
+                let mut f = Vec::with_capacity(len + 10);
+                wire::encode_frame(&mut f, fin, opcode, &vec![0; len], None);
+                let f: Arc<[u8]> = f.into();
+                *b = Some(((fin, opcode, len), f.clone()));
+                f
+            }
+        }
+    })
+}
+
 /// Echoes frames back unmasked, fragment for fragment; answers ping and close.
+///
+/// A data frame of [`BULK_MIN`] bytes or more is answered, once it has arrived, with a frame of
+/// the same opcode, fin bit and length whose payload is zeros; its own payload is discarded in
+/// the kernel unread. The proxy relays the same bytes either way and the bulk client counts
+/// lengths only, while this side copies and unmasks nothing per bulk message: the load core
+/// would otherwise bound the bulk figures before the proxy's core does.
 async fn ws_echo(s: TcpStream, mut inbuf: Vec<u8>) -> io::Result<()> {
     let mut out = Vec::new();
+    let mut after_bulk = false;
     loop {
         let mut used = 0;
         let mut closing = false;
+        // A bulk frame still arriving: (payload bytes to come, fin, opcode, length).
+        let mut pending: Option<(usize, bool, u8, usize)> = None;
         while let Some(h) = wire::parse_head(&inbuf[used..])? {
+            if h.len >= BULK_MIN && h.opcode <= OP_BINARY {
+                let have = (inbuf.len() - used - h.head_len).min(h.len);
+                used += h.head_len + have;
+                pending = Some((h.len - have, h.fin, h.opcode, h.len));
+                break;
+            }
+            after_bulk = false;
             let total = h.head_len + h.len;
             if inbuf.len() - used < total {
                 break;
@@ -196,10 +242,27 @@ async fn ws_echo(s: TcpStream, mut inbuf: Vec<u8>) -> io::Result<()> {
             // The server closes the TCP connection first (RFC 6455 section 7.1.1).
             return Ok(());
         }
+        if let Some((mut rest, fin, opcode, len)) = pending {
+            while rest > 0 {
+                match wire::discard(&s, rest).await? {
+                    0 => return Ok(()),
+                    n => rest -= n,
+                }
+            }
+            wire::write_all(&s, &bulk_answer(fin, opcode, len)).await?;
+            // What follows is most likely another bulk frame: read its head alone, so that its
+            // payload is left for the discarding recv.
+            after_bulk = true;
+            continue;
+        }
         if inbuf.is_empty() {
             inbuf = Vec::new();
         }
-        if wire::read_some(&s, &mut inbuf).await? == 0 {
+        let max = match after_bulk {
+            true => wire::MAX_HEAD.saturating_sub(inbuf.len()).max(1),
+            false => usize::MAX,
+        };
+        if wire::read_at_most(&s, &mut inbuf, max).await? == 0 {
             return Ok(());
         }
     }

@@ -558,6 +558,9 @@ async fn ws_handshake(addr: SocketAddr, conns: usize, w: Window) -> Value {
     join_all(tasks).await.json(&w, json!({"conns": conns}))
 }
 
+/// Differently masked copies of the bulk message that each connection sends in turn.
+const BULK_KEYS: usize = 16;
+
 async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: Window) -> Value {
     let payload = Arc::new(vec![b'b'; size]);
     let tasks = (0..conns)
@@ -580,23 +583,28 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                     let (s, credit, up, up_all) =
                         (s.clone(), credit.clone(), up.clone(), up_all.clone());
                     let mut seed = c.seed;
+                    // Frames masked once, sent in turn: each message still has its own key
+                    // among its neighbours, and the generator copies and masks nothing per message.
+                    let frames: Vec<Vec<u8>> = (0..BULK_KEYS)
+                        .map(|_| {
+                            let mut f = Vec::with_capacity(size + 16);
+                            let mask = Some(next_mask(&mut seed));
+                            wire::encode_frame(&mut f, true, wire::OP_BINARY, &payload, mask);
+                            f
+                        })
+                        .collect();
                     tokio::spawn(async move {
-                        let mut out = Vec::with_capacity(size + 16);
-                        while Instant::now() < w.end {
+                        let mut out = Vec::new();
+                        for frame in frames.iter().cycle() {
+                            if Instant::now() >= w.end {
+                                break;
+                            }
                             match credit.acquire().await {
                                 Ok(p) => p.forget(),
                                 Err(_) => break,
                             }
                             let t0 = Instant::now();
-                            out.clear();
-                            wire::encode_frame(
-                                &mut out,
-                                true,
-                                wire::OP_BINARY,
-                                &payload,
-                                Some(next_mask(&mut seed)),
-                            );
-                            wire::write_all(&s, &out).await?;
+                            wire::write_all(&s, frame).await?;
                             up_all.fetch_add(size as u64, Ordering::Relaxed);
                             if w.measured(t0) {
                                 up.fetch_add(size as u64, Ordering::Relaxed);
@@ -614,33 +622,43 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                         wire::write_all(&s, &out).await
                     })
                 };
-                let mut inbuf = c.inbuf;
+                // Echoes are counted from their heads; their payloads are discarded unread.
+                let mut counter = wire::FrameCounter::default();
+                let mut frames: Vec<(u8, usize)> = Vec::with_capacity(16);
                 let hard_end = tokio::time::Instant::from_std(w.end + Duration::from_secs(10));
-                loop {
-                    match tokio::time::timeout_at(hard_end, recv_frame(&*s, &mut inbuf)).await {
-                        Ok(Ok((wire::OP_PONG, _))) => break,
-                        Ok(Ok((wire::OP_BINARY, n))) => {
-                            credit.add_permits(1);
-                            let now = Instant::now();
-                            t.bytes_all += n as u64;
-                            if w.measured(now) {
-                                t.bytes += n as u64;
-                                t.ops += 1;
+                let mut read = counter.feed(&c.inbuf, |op, n| frames.push((op, n)));
+                'read: loop {
+                    if let Err(e) = read {
+                        t.error(format!("bulk read: {e}"));
+                        break;
+                    }
+                    for (op, n) in frames.drain(..) {
+                        match op {
+                            wire::OP_PONG => break 'read,
+                            wire::OP_BINARY => {
+                                credit.add_permits(1);
+                                let now = Instant::now();
+                                t.bytes_all += n as u64;
+                                if w.measured(now) {
+                                    t.bytes += n as u64;
+                                    t.ops += 1;
+                                }
+                            }
+                            op => {
+                                t.error(format!("bulk: opcode {op}"));
+                                break 'read;
                             }
                         }
-                        Ok(Ok((op, _))) => {
-                            t.error(format!("bulk: opcode {op}"));
-                            break;
-                        }
-                        Ok(Err(e)) => {
-                            t.error(format!("bulk read: {e}"));
-                            break;
-                        }
+                    }
+                    let next = wire::count_frames(&s, &mut counter, |op, n| frames.push((op, n)));
+                    read = match tokio::time::timeout_at(hard_end, next).await {
+                        Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(r) => r.map(drop),
                         Err(_) => {
                             t.error("bulk: echoes did not come back within 10 s");
                             break;
                         }
-                    }
+                    };
                 }
                 credit.close();
                 match writer.await {
@@ -653,9 +671,10 @@ async fn ws_bulk(addr: SocketAddr, conns: usize, size: usize, window: usize, w: 
                 t.bytes_all += up_all;
                 t.up = up.load(Ordering::Relaxed);
                 if let Ok(s) = Arc::try_unwrap(s) {
+                    // Nothing follows the pong until the close handshake.
                     let c = Ws {
                         s,
-                        inbuf,
+                        inbuf: Vec::new(),
                         out: Vec::new(),
                         seed: 1,
                     };

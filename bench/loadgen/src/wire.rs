@@ -5,7 +5,9 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsRawFd;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Refuse frames and bodies past this: the bench never sends more, so more means a bug.
@@ -16,13 +18,29 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
 }
 
+/// Spare capacity of a buffer from which reads go straight into it rather than through the
+/// scratch buffer: a caller expecting a large frame reserves room for it and saves a copy.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+
 /// Reads what is available into `buf` (appending). Returns 0 at end of stream.
 pub async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    read_at_most(s, buf, usize::MAX).await
+}
+
+/// [`read_some`], reading no more than `max` bytes.
+pub async fn read_at_most(s: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     loop {
         s.readable().await?;
+        if buf.capacity() - buf.len() >= DIRECT_READ_MIN {
+            match s.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
         let r = SCRATCH.with(|sc| {
             let mut sc = sc.borrow_mut();
-            match s.try_read(&mut sc[..]) {
+            let room = sc.len().min(max);
+            match s.try_read(&mut sc[..room]) {
                 Ok(n) => {
                     buf.extend_from_slice(&sc[..n]);
                     Ok(n)
@@ -36,6 +54,82 @@ pub async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
         }
     }
 }
+
+/// Reads what is available, at most `max` bytes, and hands it to `f` without keeping it (from
+/// the per-thread scratch buffer). Returns the byte count, 0 at end of stream.
+pub async fn read_with(
+    s: &TcpStream,
+    max: usize,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        let r = SCRATCH.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            let room = sc.len().min(max);
+            let n = s.try_read(&mut sc[..room])?;
+            f(&sc[..n]).map(|()| n)
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Discards up to `len` received bytes in the kernel (recv with MSG_TRUNC: TCP drops them
+/// without copying). Returns the count, 0 at end of stream.
+pub async fn discard(s: &TcpStream, len: usize) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        let r = s.try_io(Interest::READABLE, || {
+            // SAFETY: with MSG_TRUNC a TCP socket copies nothing, so the buffer is never written.
+            let n = unsafe {
+                libc::recv(
+                    s.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    len,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Reads frames for `counter`: a payload it is in the middle of is discarded in the kernel,
+/// anything else is read and fed to it. Returns the bytes consumed, 0 at end of stream.
+pub async fn count_frames(
+    s: &TcpStream,
+    counter: &mut FrameCounter,
+    mut frame: impl FnMut(u8, usize),
+) -> io::Result<usize> {
+    if counter.skip >= DISCARD_MIN {
+        let n = discard(s, counter.skip).await?;
+        counter.skip -= n;
+        if n > 0 && counter.skip == 0 {
+            frame(counter.current.0, counter.current.1);
+        }
+        return Ok(n);
+    }
+    // Up to the next head's end at most: a payload behind it is left for the discarding recv.
+    let max = counter.skip + MAX_HEAD - counter.head.len();
+    read_with(s, max, |chunk| counter.feed(chunk, &mut frame)).await
+}
+
+/// The longest frame head: 2 bytes, an 8-byte length and a 4-byte mask.
+pub const MAX_HEAD: usize = 14;
+
+/// Payload bytes worth a discarding recv of their own rather than a copy.
+pub const DISCARD_MIN: usize = 4096;
 
 /// Writes all of `data`.
 pub async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -266,6 +360,61 @@ pub fn parse_head(buf: &[u8]) -> io::Result<Option<FrameHead>> {
     }))
 }
 
+/// Follows a stream of frames through its heads only, for a reader that needs their opcodes and
+/// lengths but not their payloads: nothing is copied but a head split between two reads.
+#[derive(Default)]
+pub struct FrameCounter {
+    /// The bytes of a head that a read cut short.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come, with its opcode and length.
+    skip: usize,
+    current: (u8, usize),
+}
+
+impl FrameCounter {
+    /// Consumes `data`, calling `frame(opcode, payload length)` for every frame it completes.
+    pub fn feed(&mut self, mut data: &[u8], mut frame: impl FnMut(u8, usize)) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let k = self.skip.min(data.len());
+                self.skip -= k;
+                data = &data[k..];
+                if self.skip == 0 {
+                    frame(self.current.0, self.current.1);
+                }
+                continue;
+            }
+            // Complete a head that a read cut short from `data`.
+            let old = self.head.len();
+            let parsed = if old == 0 {
+                parse_head(data)?
+            } else {
+                self.head
+                    .extend_from_slice(&data[..data.len().min(MAX_HEAD - old)]);
+                parse_head(&self.head)?
+            };
+            match parsed {
+                Some(h) => {
+                    data = &data[h.head_len - old..];
+                    self.head.clear();
+                    self.current = (h.opcode, h.len);
+                    self.skip = h.len;
+                    if h.len == 0 {
+                        frame(h.opcode, 0);
+                    }
+                }
+                None => {
+                    if old == 0 {
+                        self.head.extend_from_slice(data);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// XORs `data` with the mask, eight bytes at a time.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
     let k8 = u64::from_ne_bytes([
@@ -362,6 +511,30 @@ mod tests {
             let mut body = out[h.head_len..].to_vec();
             apply_mask(&mut body, h.mask.unwrap());
             assert_eq!(body, payload);
+        }
+    }
+
+    #[test]
+    fn frame_counter_sees_every_frame_however_reads_cut_them() {
+        let mut stream = Vec::new();
+        let lens = [0usize, 3, 125, 126, 300, 65535, 65536, 70000];
+        for (i, len) in lens.iter().enumerate() {
+            let mask = (i % 2 == 0).then_some([9, 8, 7, 6]);
+            encode_frame(&mut stream, true, OP_BINARY, &vec![b'z'; *len], mask);
+        }
+        encode_frame(&mut stream, true, OP_PONG, b"end", None);
+        for cut in [1usize, 2, 3, 7, 13, 1000, 65536, stream.len()] {
+            let mut c = FrameCounter::default();
+            let mut seen = Vec::new();
+            for part in stream.chunks(cut) {
+                c.feed(part, |op, len| seen.push((op, len))).unwrap();
+            }
+            let want: Vec<_> = lens
+                .iter()
+                .map(|l| (OP_BINARY, *l))
+                .chain([(OP_PONG, 3)])
+                .collect();
+            assert_eq!(seen, want, "reads of {cut} bytes");
         }
     }
 
