@@ -18,10 +18,6 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
 }
 
-/// Spare capacity of a buffer from which reads go straight into it rather than through the
-/// scratch buffer: a caller expecting a large frame reserves room for it and saves a copy.
-const DIRECT_READ_MIN: usize = 16 * 1024;
-
 /// Reads what is available into `buf` (appending). Returns 0 at end of stream.
 pub async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     read_at_most(s, buf, usize::MAX).await
@@ -29,30 +25,11 @@ pub async fn read_some(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 
 /// [`read_some`], reading no more than `max` bytes.
 pub async fn read_at_most(s: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    loop {
-        s.readable().await?;
-        if buf.capacity() - buf.len() >= DIRECT_READ_MIN {
-            match s.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
-        let r = SCRATCH.with(|sc| {
-            let mut sc = sc.borrow_mut();
-            let room = sc.len().min(max);
-            match s.try_read(&mut sc[..room]) {
-                Ok(n) => {
-                    buf.extend_from_slice(&sc[..n]);
-                    Ok(n)
-                }
-                Err(e) => Err(e),
-            }
-        });
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
+    read_with(s, max, |chunk| {
+        buf.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await
 }
 
 /// Reads what is available, at most `max` bytes, and hands it to `f` without keeping it (from
