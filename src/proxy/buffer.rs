@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -17,10 +17,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::body::{BoxError, ProxyBody};
 use crate::conf::model::Settings;
 
+/// Parsed at compile time: a `&str` name would be parsed on every response.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// Whether this response is buffered: the setting, unless the upstream says
 /// otherwise with `X-Accel-Buffering: yes|no` (as nginx's proxy module lets it).
 pub fn buffering(settings: &Settings, upstream: &HeaderMap) -> bool {
-    match upstream.get("x-accel-buffering").map(|v| v.as_bytes()) {
+    match upstream.get(X_ACCEL_BUFFERING).map(|v| v.as_bytes()) {
         Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
         Some(v) if v.eq_ignore_ascii_case(b"no") => false,
         _ => settings.proxy_buffering,

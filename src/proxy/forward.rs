@@ -118,7 +118,9 @@ pub async fn forward(
     let mut head = HeaderMap::new();
     {
         let cx = state.vars(None, None);
-        let mut buf = Vec::new();
+        // One allocation that every header value fits in, instead of a Vec
+        // grown in steps by the first value.
+        let mut buf = Vec::with_capacity(256);
         for (name, tmpl) in &plan.set {
             buf.clear();
             tmpl.render(&cx, &mut buf);

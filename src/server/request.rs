@@ -538,10 +538,10 @@ impl HeaderNeeds {
         use crate::vars::{Builtin, Var};
         for v in vars {
             match v {
-                Var::Http(n) => self.request.add(n),
+                Var::Http(Some(n)) => self.request.add(n.as_str()),
                 Var::Cookie(_) => self.request.add("cookie"),
-                Var::SentHttp(n) => self.response.add(n),
-                Var::UpstreamHttp(n) => self.upstream.add(n),
+                Var::SentHttp(Some(n)) => self.response.add(n.as_str()),
+                Var::UpstreamHttp(Some(n)) => self.upstream.add(n.as_str()),
                 // Read from the upstream's Content-Length.
                 Var::Builtin(Builtin::UpstreamResponseLength) => {
                     self.upstream.add("content-length")

@@ -291,14 +291,17 @@ pub fn var_value(var: &Var, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
 pub fn eval_var(var: &Var, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
     match var {
         Var::Builtin(b) => builtin(*b, cx, out),
-        Var::Http(name) => request_header(name, &cx.req.headers, out),
-        Var::SentHttp(name) => match cx.resp {
-            Some(r) => sent_header(name, &r.headers, out),
+        Var::Http(name) => match name {
+            Some(n) => request_header(n, &cx.req.headers, out),
             None => false,
         },
-        Var::UpstreamHttp(name) => match cx.upstream.and_then(|u| u.headers.as_ref()) {
-            Some(h) => first_header(name, h, out),
-            None => false,
+        Var::SentHttp(name) => match (name, cx.resp) {
+            (Some(n), Some(r)) => sent_header(n, &r.headers, out),
+            _ => false,
+        },
+        Var::UpstreamHttp(name) => match (name, cx.upstream.and_then(|u| u.headers.as_ref())) {
+            (Some(n), Some(h)) => first_header(n, h, out),
+            _ => false,
         },
         Var::Cookie(name) => match cookie(&cx.req.headers, name) {
             Some(v) => put(out, v),
@@ -462,8 +465,8 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
             request_id(cx, out);
             true
         }
-        B::ContentLength => first_header("content-length", &req.headers, out),
-        B::ContentType => first_header("content-type", &req.headers, out),
+        B::ContentLength => first_header(&header::CONTENT_LENGTH, &req.headers, out),
+        B::ContentType => first_header(&header::CONTENT_TYPE, &req.headers, out),
         B::Msec => {
             let d = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -492,7 +495,7 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
         },
         B::ProxyAddXForwardedFor => {
             // nginx 1.22 joins every X-Forwarded-For line, then adds the client.
-            for v in req.headers.get_all("x-forwarded-for") {
+            for v in req.headers.get_all(X_FORWARDED_FOR) {
                 out.extend_from_slice(v.as_bytes());
                 out.extend_from_slice(b", ");
             }
@@ -514,7 +517,7 @@ fn builtin(b: Builtin, cx: &VarCtx<'_>, out: &mut Vec<u8>) -> bool {
         B::UpstreamResponseLength => match cx.upstream.and_then(|u| u.headers.as_ref()) {
             // The body length the upstream announced; the proxy does not
             // report the counted length separately yet.
-            Some(h) => first_header("content-length", h, out),
+            Some(h) => first_header(&header::CONTENT_LENGTH, h, out),
             None => false,
         },
         B::NginxVersion => put(out, crate::runtime::cli::NGINX_VERSION),
@@ -561,33 +564,31 @@ fn request_uri(req: &http::request::Parts) -> &str {
     }
 }
 
+/// Parsed at compile time: a `&str` name would be parsed at every lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// `$http_NAME`: nginx 1.22 joins Cookie lines with "; " and X-Forwarded-For
 /// lines with ", "; any other header gives its first line.
-fn request_header(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
-    match name {
-        "cookie" => joined(name, headers, b"; ", out),
-        "x-forwarded-for" => joined(name, headers, b", ", out),
-        _ => first_header(name, headers, out),
+fn request_header(name: &HeaderName, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+    if *name == header::COOKIE {
+        joined(name, headers, b"; ", out)
+    } else if *name == X_FORWARDED_FOR {
+        joined(name, headers, b", ", out)
+    } else {
+        first_header(name, headers, out)
     }
 }
 
 /// `$sent_http_NAME`: Cache-Control and Link are joined in nginx 1.22.
-fn sent_header(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
-    match name {
-        "cache-control" | "link" => joined(name, headers, b", ", out),
-        _ => first_header(name, headers, out),
+fn sent_header(name: &HeaderName, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+    if *name == header::CACHE_CONTROL || *name == header::LINK {
+        joined(name, headers, b", ", out)
+    } else {
+        first_header(name, headers, out)
     }
 }
 
-fn lookup<'h>(
-    name: &str,
-    headers: &'h HeaderMap,
-) -> Option<http::header::GetAll<'h, http::HeaderValue>> {
-    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-    Some(headers.get_all(name))
-}
-
-fn first_header(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+fn first_header(name: &HeaderName, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
     match headers.get(name) {
         Some(v) => {
             out.extend_from_slice(v.as_bytes());
@@ -597,12 +598,9 @@ fn first_header(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
     }
 }
 
-fn joined(name: &str, headers: &HeaderMap, sep: &[u8], out: &mut Vec<u8>) -> bool {
-    let Some(all) = lookup(name, headers) else {
-        return false;
-    };
+fn joined(name: &HeaderName, headers: &HeaderMap, sep: &[u8], out: &mut Vec<u8>) -> bool {
     let mut found = false;
-    for v in all {
+    for v in headers.get_all(name) {
         if found {
             out.extend_from_slice(sep);
         }

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use http::HeaderName;
+
 macro_rules! builtins {
     ($($variant:ident = $name:literal,)*) => {
         /// Variables with a fixed name.
@@ -89,12 +91,13 @@ builtins! {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Var {
     Builtin(Builtin),
-    /// `$http_user_agent`: a request header; the name is kept lower-case with `-`.
-    Http(Box<str>),
+    /// `$http_user_agent`: a request header, named as parsed at load (`-` for
+    /// `_`); `None` for a name no header can have, which is never found.
+    Http(Option<HeaderName>),
     /// `$sent_http_content_type`: a response header.
-    SentHttp(Box<str>),
+    SentHttp(Option<HeaderName>),
     /// `$upstream_http_server`: a header of the upstream's response.
-    UpstreamHttp(Box<str>),
+    UpstreamHttp(Option<HeaderName>),
     /// `$cookie_NAME`.
     Cookie(Box<str>),
     /// `$arg_NAME`.
@@ -159,8 +162,7 @@ impl VarRegistry {
         if name.len() == 1 && name.as_bytes()[0].is_ascii_digit() {
             return Some(Var::Capture(name.as_bytes()[0] - b'0'));
         }
-        let header =
-            |rest: &str| -> Box<str> { rest.to_ascii_lowercase().replace('_', "-").into() };
+        let header = |rest: &str| HeaderName::from_bytes(rest.replace('_', "-").as_bytes()).ok();
         if let Some(rest) = name.strip_prefix("http_") {
             return Some(Var::Http(header(rest)));
         }
@@ -193,7 +195,7 @@ mod tests {
         assert_eq!(reg.resolve("host"), Some(Var::Builtin(Builtin::Host)));
         assert_eq!(
             reg.resolve("http_X_Real_IP"),
-            Some(Var::Http("x-real-ip".into()))
+            Some(Var::Http(Some(HeaderName::from_static("x-real-ip"))))
         );
         assert_eq!(reg.resolve("arg_id"), Some(Var::Arg("id".into())));
         assert_eq!(reg.resolve("7"), Some(Var::Capture(7)));

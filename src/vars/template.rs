@@ -131,7 +131,7 @@ mod tests {
                 Part::Lit("x ".into()),
                 Part::Var(Var::Capture(1)),
                 Part::Lit("y ".into()),
-                Part::Var(Var::Http("user-agent".into())),
+                Part::Var(Var::Http(Some(http::header::USER_AGENT))),
             ]
         );
     }
