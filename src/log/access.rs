@@ -36,11 +36,13 @@ pub fn format_line(fmt: &LogFormat, cx: &VarCtx<'_>, out: &mut Vec<u8>) {
 
 /// Escapes `out[start..]` in place (copying only when something needs it).
 fn escape_tail(mode: LogEscape, out: &mut Vec<u8>, start: usize) {
-    // One loop per mode, so that the test is inlined rather than called per byte.
+    // One loop per mode, so that the test is inlined rather than called per
+    // byte; a fold without an early exit, so that it is vectorised (values
+    // that need escaping are rare).
     let clean = match mode {
         LogEscape::None => return,
-        LogEscape::Default => !out[start..].iter().any(|&b| needs_default(b)),
-        LogEscape::Json => !out[start..].iter().any(|&b| needs_json(b)),
+        LogEscape::Default => !out[start..].iter().fold(false, |n, &b| n | needs_default(b)),
+        LogEscape::Json => !out[start..].iter().fold(false, |n, &b| n | needs_json(b)),
     };
     if clean {
         return;
