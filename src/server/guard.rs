@@ -344,9 +344,11 @@ fn check_sizes(head: &[u8], complete: bool, l: &HeadLimits) -> Option<u16> {
 
 /// How the body of a complete head is framed, or the status nginx rejects it with.
 fn framing(head: &[u8]) -> Result<State, u16> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialised: httparse writes the ones it fills, and 128 empty
+    // headers (4 KiB) would be written on every request otherwise.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 128];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Ok(State::Passthrough),
         Err(_) => return Err(malformed_status(head)),
