@@ -41,7 +41,9 @@ fn escape_tail(mode: LogEscape, out: &mut Vec<u8>, start: usize) {
     // that need escaping are rare).
     let clean = match mode {
         LogEscape::None => return,
-        LogEscape::Default => !out[start..].iter().fold(false, |n, &b| n | needs_default(b)),
+        LogEscape::Default => !out[start..]
+            .iter()
+            .fold(false, |n, &b| n | needs_default(b)),
         LogEscape::Json => !out[start..].iter().fold(false, |n, &b| n | needs_json(b)),
     };
     if clean {
