@@ -255,6 +255,46 @@ fn a_silent_client_is_closed_without_an_answer() {
 }
 
 #[test]
+fn an_idle_keep_alive_client_is_closed_after_keepalive_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    // In the second case the head timer, armed first, would fire before the
+    // keep-alive deadline: it must be moved on, not obeyed.
+    for (tag, http, keepalive) in [
+        (
+            "ka-short",
+            "keepalive_timeout 300ms; client_header_timeout 60s;",
+            300,
+        ),
+        (
+            "ka-long",
+            "keepalive_timeout 700ms; client_header_timeout 200ms;",
+            700,
+        ),
+    ] {
+        let port = common::free_port();
+        let _s = Sluice::start(tag, &conf(port, "location / { return 200 ok; }", http));
+        let start = Instant::now();
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let two =
+            "GET /1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /2 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        c.write_all(two.as_bytes()).expect("write");
+        let mut resp = Vec::new();
+        // Ok only at the end of stream: the server closed the idle connection.
+        c.read_to_end(&mut resp)
+            .unwrap_or_else(|e| panic!("{tag}: not closed: {e}"));
+        let resp = String::from_utf8_lossy(&resp);
+        assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{tag}: {resp}");
+        assert!(
+            start.elapsed() >= Duration::from_millis(keepalive),
+            "{tag}: closed after {:?}, before keepalive_timeout",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
 fn headers_with_underscores_are_ignored_unless_allowed() {
     let b = Backend::ok("x");
     let port = common::free_port();

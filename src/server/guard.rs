@@ -83,7 +83,8 @@ pub struct Guarded {
     inner: ClientStream,
     limits: HeadLimits,
     state: State,
-    timer: Pin<Box<Sleep>>,
+    /// The wait for the current head: client_header_timeout or keepalive_timeout.
+    timer: HeadTimer,
     /// True until the first request head completed: its wait is timed by
     /// client_header_timeout, later ones by keepalive_timeout.
     first: bool,
@@ -140,7 +141,10 @@ impl Guarded {
                 buf: Vec::new(),
                 started: false,
             },
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            timer: HeadTimer {
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                deadline,
+            },
             first: true,
             write_timer: None,
             write_blocked: false,
@@ -193,8 +197,7 @@ impl Guarded {
                             break;
                         }
                         *started = true;
-                        let deadline = Instant::now() + self.limits.header_timeout;
-                        self.timer.as_mut().reset(deadline);
+                        self.timer.arm(Instant::now() + self.limits.header_timeout);
                     }
                     if buf.is_empty() {
                         // The usual case, a whole head in one read: look at it
@@ -286,7 +289,39 @@ impl Guarded {
             } else {
                 self.timers.keepalive_timeout()
             };
-            self.timer.as_mut().reset(Instant::now() + t);
+            self.timer.arm(Instant::now() + t);
+        }
+    }
+}
+
+/// A deadline whose timer is re-armed lazily: it fires no later than the
+/// deadline, and is moved only when it would fire too late or has fired
+/// early, so that a keep-alive request (a head deadline, then a keep-alive
+/// one) does not move it twice in tokio's timer wheel.
+struct HeadTimer {
+    sleep: Pin<Box<Sleep>>,
+    deadline: Instant,
+}
+
+impl HeadTimer {
+    fn arm(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if deadline < self.sleep.deadline() {
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Whether the deadline has passed; registers the waker otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if std::future::Future::poll(self.sleep.as_mut(), cx).is_pending() {
+                return false;
+            }
+            // It fired at an earlier deadline than the current one.
+            if self.deadline <= Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(self.deadline);
         }
     }
 }
@@ -495,9 +530,7 @@ impl AsyncRead for Guarded {
                     return Poll::Ready(Ok(()));
                 }
                 // nginx closes a connection that timed out waiting for a head.
-                State::Head { .. }
-                    if std::future::Future::poll(this.timer.as_mut(), cx).is_ready() =>
-                {
+                State::Head { .. } if this.timer.expired(cx) => {
                     this.state = State::Closed;
                     return Poll::Ready(Ok(()));
                 }
