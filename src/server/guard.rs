@@ -84,7 +84,7 @@ pub struct Guarded {
     limits: HeadLimits,
     state: State,
     /// The wait for the current head: client_header_timeout or keepalive_timeout.
-    timer: HeadTimer,
+    head_timer: HeadTimer,
     /// True until the first request head completed: its wait is timed by
     /// client_header_timeout, later ones by keepalive_timeout.
     first: bool,
@@ -141,7 +141,7 @@ impl Guarded {
                 buf: Vec::new(),
                 started: false,
             },
-            timer: HeadTimer {
+            head_timer: HeadTimer {
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
                 deadline,
             },
@@ -197,7 +197,8 @@ impl Guarded {
                             break;
                         }
                         *started = true;
-                        self.timer.arm(Instant::now() + self.limits.header_timeout);
+                        self.head_timer
+                            .arm(Instant::now() + self.limits.header_timeout);
                     }
                     if buf.is_empty() {
                         // The usual case, a whole head in one read: look at it
@@ -289,7 +290,7 @@ impl Guarded {
             } else {
                 self.timers.keepalive_timeout()
             };
-            self.timer.arm(Instant::now() + t);
+            self.head_timer.arm(Instant::now() + t);
         }
     }
 }
@@ -530,7 +531,7 @@ impl AsyncRead for Guarded {
                     return Poll::Ready(Ok(()));
                 }
                 // nginx closes a connection that timed out waiting for a head.
-                State::Head { .. } if this.timer.expired(cx) => {
+                State::Head { .. } if this.head_timer.expired(cx) => {
                     this.state = State::Closed;
                     return Poll::Ready(Ok(()));
                 }

@@ -91,10 +91,7 @@ pub async fn count_frames(
 ) -> io::Result<usize> {
     if counter.skip >= DISCARD_MIN {
         let n = discard(s, counter.skip).await?;
-        counter.skip -= n;
-        if n > 0 && counter.skip == 0 {
-            frame(counter.current.0, counter.current.1);
-        }
+        counter.skipped(n, frame);
         return Ok(n);
     }
     // Up to the next head's end at most: a payload behind it is left for the discarding recv.
@@ -349,16 +346,21 @@ pub struct FrameCounter {
 }
 
 impl FrameCounter {
+    /// Takes note of `n` payload bytes passed over (at most what the frame has left).
+    fn skipped(&mut self, n: usize, mut frame: impl FnMut(u8, usize)) {
+        self.skip -= n;
+        if n > 0 && self.skip == 0 {
+            frame(self.current.0, self.current.1);
+        }
+    }
+
     /// Consumes `data`, calling `frame(opcode, payload length)` for every frame it completes.
     pub fn feed(&mut self, mut data: &[u8], mut frame: impl FnMut(u8, usize)) -> io::Result<()> {
         while !data.is_empty() {
             if self.skip > 0 {
                 let k = self.skip.min(data.len());
-                self.skip -= k;
+                self.skipped(k, &mut frame);
                 data = &data[k..];
-                if self.skip == 0 {
-                    frame(self.current.0, self.current.1);
-                }
                 continue;
             }
             // Complete a head that a read cut short from `data`.
