@@ -464,3 +464,97 @@ fn idle_upstream_keepalive_connections_close_after_keepalive_timeout() {
     rx.recv_timeout(std::time::Duration::from_secs(20))
         .expect("the idle upstream connection was never closed");
 }
+
+/// How an upstream connection ended, seen from the backend after it answered.
+#[derive(Debug, PartialEq)]
+enum UpstreamEnd {
+    Fin,
+    Reset,
+}
+
+/// A backend that answers each connection's request with `reply` and then
+/// reads on, reporting how sluice ended the connection.
+fn backend_reporting_ends(
+    reply: &'static [u8],
+) -> (SocketAddr, std::sync::mpsc::Receiver<UpstreamEnd>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().expect("clone"));
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let mut w = s;
+                w.write_all(reply).expect("write");
+                let mut rest = Vec::new();
+                let end = match r.read_to_end(&mut rest) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => UpstreamEnd::Reset,
+                    _ => UpstreamEnd::Fin,
+                };
+                let _ = tx.send(end);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_finished_upstream_connection_is_reset_so_sluice_keeps_no_time_wait() {
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    let (addr, ends) = backend_reporting_ends(REPLY);
+    let port = common::free_port();
+    let http =
+        format!("upstream pooled {{ server {addr}; keepalive 4; keepalive_timeout 200ms; }}");
+    // nginx's defaults (HTTP/1.0, `Connection: close`), the WebSocket recipe
+    // (HTTP/1.1, `Connection: upgrade`, which does not close), and a cached
+    // connection closed when it has been idle too long.
+    let locs = format!(
+        "location /default {{ proxy_pass http://{addr}; }}\n \
+         location /recipe {{ proxy_pass http://{addr}; proxy_http_version 1.1; \
+         proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }}\n \
+         location /pooled {{ proxy_pass http://pooled; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; }}"
+    );
+    let _s = Sluice::start("upstream-reset", &conf(port, &locs, &http));
+    for path in ["/default", "/recipe", "/pooled"] {
+        let resp = get(([127, 0, 0, 1], port).into(), path);
+        assert_eq!(status_of(&resp), 200, "{path}");
+        assert_eq!(body_of(&resp), b"hello", "{path}");
+        let end = ends
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the upstream connection was never closed");
+        assert_eq!(end, UpstreamEnd::Reset, "{path}");
+    }
+}
+
+#[test]
+fn an_upstream_connection_cut_mid_response_is_closed_with_fin() {
+    // The response promises more than it sends: hyper has not seen the
+    // exchange to its end when the client's connection goes, so the upstream
+    // connection ends with an ordinary close.
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npartial";
+    let (addr, ends) = backend_reporting_ends(REPLY);
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{addr}; proxy_buffering off; }}");
+    let _s = Sluice::start("upstream-fin", &conf(port, &loc, ""));
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("write");
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).expect("the response head");
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let end = ends
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the upstream connection was never closed");
+    assert_eq!(end, UpstreamEnd::Fin);
+}

@@ -29,7 +29,8 @@ pub type Conn = hyper::client::conn::http1::Connection<TokioIo<UpstreamIo>, Prox
 
 /// A connection future polled beside whatever waits on it.
 pub struct Driver {
-    conn: Conn,
+    /// Taken by an upgrade, which hands the socket to the tunnel.
+    conn: Option<Conn>,
     /// `Some(ok)` once the connection has finished: its response was
     /// delivered (or failed, which its sender reports), or it upgraded.
     finished: Option<bool>,
@@ -38,15 +39,15 @@ pub struct Driver {
 impl Driver {
     pub fn new(conn: Conn) -> Self {
         Driver {
-            conn,
+            conn: Some(conn),
             finished: None,
         }
     }
 
     /// Moves the connection on; nothing to do once it has finished.
     fn poll_drive(&mut self, cx: &mut Context<'_>) {
-        if self.finished.is_none() {
-            if let Poll::Ready(r) = self.conn.poll_without_shutdown(cx) {
+        if let (None, Some(conn)) = (self.finished, self.conn.as_mut()) {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                 self.finished = Some(r.is_ok());
             }
         }
@@ -66,8 +67,22 @@ impl Driver {
         if self.finished != Some(true) {
             return None;
         }
-        let parts = self.conn.into_parts();
+        let parts = self.conn.take()?.into_parts();
         Some((parts.io.into_inner().0, detach(parts.read_buf)))
+    }
+}
+
+impl Drop for Driver {
+    /// A connection hyper saw to its end (the request written and the
+    /// response read whole, or an error already reported) closes with RST,
+    /// as `forward::reset_on_close` explains; one dropped mid-exchange
+    /// closes as before.
+    fn drop(&mut self) {
+        if self.finished == Some(true) {
+            if let Some(conn) = self.conn.take() {
+                super::forward::reset_on_close(conn.into_parts().io.inner());
+            }
+        }
     }
 }
 

@@ -549,10 +549,10 @@ async fn connect(
 }
 
 /// An upstream connection as hyper's client drives it. hyper calls
-/// `shutdown()` before it drops a connection it does not keep; on a plain
-/// socket that is a syscall (and a FIN) the `close()` right after makes
-/// anyway, which nginx does not make: skipped. A TLS stream still sends its
-/// close_notify.
+/// `shutdown()` before it drops a connection it is done with (its last
+/// exchange complete, or idle); a plain socket is instead set to close with
+/// RST (`reset_on_close`), which spares both the FIN and the TIME_WAIT. A TLS
+/// stream still sends its close_notify.
 pub struct UpstreamIo(pub UpstreamStream);
 
 impl tokio::io::AsyncRead for UpstreamIo {
@@ -597,10 +597,28 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match &mut self.get_mut().0 {
-            UpstreamStream::Plain(_) => std::task::Poll::Ready(Ok(())),
+        let this = self.get_mut();
+        match &mut this.0 {
+            UpstreamStream::Plain(_) => {
+                // hyper shuts down only a connection it is done with.
+                reset_on_close(this);
+                std::task::Poll::Ready(Ok(()))
+            }
             tls => std::pin::Pin::new(tls).poll_shutdown(cx),
         }
+    }
+}
+
+/// Makes the `close()` of a plain upstream socket send RST instead of FIN
+/// (`SO_LINGER` with a zero timeout), for a connection with no exchange in
+/// flight: nothing unread or unsent is left that the reset could lose, and
+/// the proxy, which closes first, keeps no TIME_WAIT (a minute's worth of
+/// them, one per request without upstream keepalive, slows every
+/// `connect()`'s search for an ephemeral port). HAProxy closes server
+/// connections the same way. A TLS stream is left to close as before.
+pub fn reset_on_close(io: &UpstreamIo) {
+    if let UpstreamStream::Plain(s) = &io.0 {
+        let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
     }
 }
 
