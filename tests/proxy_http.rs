@@ -558,3 +558,69 @@ fn an_upstream_connection_cut_mid_response_is_closed_with_fin() {
         .expect("the upstream connection was never closed");
     assert_eq!(end, UpstreamEnd::Fin);
 }
+
+/// How a connection sluice closed ended, for the client reading all it can.
+fn client_end(c: &mut std::net::TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
+    use std::io::Read;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok();
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    (got, end)
+}
+
+fn is_reset(end: &std::io::Result<usize>) -> bool {
+    matches!(end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn reset_timedout_connection_resets_a_client_that_timed_out_in_a_head() {
+    use std::io::Write;
+    let port = common::free_port();
+    let http =
+        "client_header_timeout 300ms; keepalive_timeout 300ms; reset_timedout_connection on;";
+    let _s = Sluice::start(
+        "reset-head",
+        &conf(port, "location / { return 200 ok; }", http),
+    );
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // In the middle of a head: reset.
+    let mut c = connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: loc").expect("write");
+    let (got, end) = client_end(&mut c);
+    assert!(got.is_empty() && is_reset(&end), "{got:?} {end:?}");
+    // As in nginx, a connection that never sent a byte, and a keep-alive
+    // connection idle between requests, are closed normally.
+    let mut c = connect();
+    let (got, end) = client_end(&mut c);
+    assert!(got.is_empty() && matches!(end, Ok(0)), "{got:?} {end:?}");
+    let mut c = connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    let (got, end) = client_end(&mut c);
+    assert_eq!(status_of(&got), 200);
+    assert!(end.is_ok(), "{end:?}");
+}
+
+#[test]
+fn reset_timedout_connection_resets_a_client_past_send_timeout() {
+    use std::io::Write;
+    let big = vec![b'z'; 64 << 20];
+    let b = Backend::start(Reply::Fixed(200, vec![], big));
+    let port = common::free_port();
+    let loc = format!(
+        "location / {{ proxy_pass http://{}; send_timeout 300ms; proxy_buffering off; \
+         reset_timedout_connection on; }}",
+        b.addr
+    );
+    let s = Sluice::start("reset-send", &conf(port, &loc, ""));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    common::wait_until("the send timeout in the error log", || {
+        s.error_log().contains("client timed out")
+    });
+    let (got, end) = client_end(&mut c);
+    assert!(got.len() < 64 << 20, "the whole body arrived");
+    assert!(is_reset(&end), "{end:?}");
+}

@@ -252,7 +252,12 @@ pub static DIRECTIVES: &[Spec] = &[
         NoEffect("no browser workarounds"),
     ),
     d("send_timeout", HSL, n(1), Differs("the default server's value applies to every server on an address")),
-    d("reset_timedout_connection", HSL, Flag, MOOT_IO),
+    d(
+        "reset_timedout_connection",
+        HSL,
+        Flag,
+        Differs("a client that times out sending a request body, and HTTP/2 connections, are closed normally"),
+    ),
     d("lingering_close", HSL, n(1), MOOT_IO),
     d("lingering_time", HSL, n(1), MOOT_IO),
     d("lingering_timeout", HSL, n(1), MOOT_IO),

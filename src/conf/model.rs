@@ -296,6 +296,7 @@ inherited! {
     keepalive_requests: u64 = 1000,
     keepalive_time: Duration = secs(3600),
     send_timeout: Duration = secs(60),
+    reset_timedout_connection: bool = false,
     tcp_nodelay: bool = true,
     server_tokens: bool = true,
     underscores_in_headers: bool = false,

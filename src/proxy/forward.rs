@@ -618,7 +618,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
 /// connections the same way. A TLS stream is left to close as before.
 pub fn reset_on_close(io: &UpstreamIo) {
     if let UpstreamStream::Plain(s) = &io.0 {
-        let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+        crate::server::tls::reset_on_close(s);
     }
 }
 

@@ -111,6 +111,9 @@ pub struct TunnelTimeouts {
     pub client_send: Duration,
     /// nginx arms no client read timer on an upgraded connection: `None`.
     pub client_read: Option<Duration>,
+    /// `reset_timedout_connection`: a client that timed out on
+    /// `client_send` is closed with RST.
+    pub reset_timedout: bool,
 }
 
 impl TunnelTimeouts {
@@ -121,6 +124,7 @@ impl TunnelTimeouts {
             upstream_send: s.proxy_send_timeout,
             client_send: s.send_timeout,
             client_read: None,
+            reset_timedout: s.reset_timedout_connection,
         }
     }
 }
@@ -172,19 +176,32 @@ pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn close_is_shutdown(&self) -> bool {
         false
     }
+
+    /// Makes the close that ends the tunnel a reset, where the stream has a
+    /// socket of its own (`reset_timedout_connection`).
+    fn reset_on_close(&self) {}
 }
 
 impl TunnelIo for TcpStream {
     fn close_is_shutdown(&self) -> bool {
         true
     }
+
+    fn reset_on_close(&self) {
+        crate::server::tls::reset_on_close(self);
+    }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> TunnelIo
-    for crate::server::tls::MaybeTls<T>
+impl<T> TunnelIo for crate::server::tls::MaybeTls<T>
+where
+    T: crate::server::tls::OverTcp + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn close_is_shutdown(&self) -> bool {
         matches!(self, crate::server::tls::MaybeTls::Plain(_))
+    }
+
+    fn reset_on_close(&self) {
+        crate::server::tls::MaybeTls::reset_on_close(self);
     }
 }
 
@@ -427,6 +444,7 @@ struct Timers {
     upstream_send: u32,
     client_send: u32,
     client_read: Option<u32>,
+    reset_timedout: bool,
 }
 
 fn ms(d: Duration) -> u32 {
@@ -440,6 +458,7 @@ impl From<TunnelTimeouts> for Timers {
             upstream_send: ms(t.upstream_send),
             client_send: ms(t.client_send),
             client_read: t.client_read.map(ms),
+            reset_timedout: t.reset_timedout,
         }
     }
 }
@@ -452,6 +471,7 @@ impl From<Timers> for TunnelTimeouts {
             upstream_send: d(t.upstream_send),
             client_send: d(t.client_send),
             client_read: t.client_read.map(d),
+            reset_timedout: t.reset_timedout,
         }
     }
 }
@@ -641,6 +661,13 @@ pub fn run_ws<C: TunnelIo, U: TunnelIo>(
         })
         .await;
 
+        // As nginx's reset_timedout_connection: a client that stopped reading
+        // loses the bytes it did not take at once, instead of holding them in
+        // FIN_WAIT1.
+        if st.timeouts.reset_timedout && matches!(end, TunnelEnd::Timeout(TimeoutKind::ClientSend))
+        {
+            st.client.reset_on_close();
+        }
         let leftover = match end {
             TunnelEnd::Cancelled => Some(Leftover {
                 to_client: st.u2c.take_pending(),
@@ -688,6 +715,7 @@ mod tests {
                 upstream_send: Duration::from_secs(30),
                 client_send: Duration::from_secs(20),
                 client_read: None,
+                reset_timedout: false,
             }
             .into(),
             last_activity: Instant::now() - Duration::from_secs(3600),
@@ -806,6 +834,7 @@ mod tests {
             upstream_send: Duration::from_secs(30),
             client_send: Duration::from_secs(30),
             client_read: None,
+            reset_timedout: false,
         }
     }
 

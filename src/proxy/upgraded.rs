@@ -165,6 +165,7 @@ mod tests {
                     upstream_send: Duration::from_secs(60),
                     client_send: Duration::from_secs(60),
                     client_read: None,
+                    reset_timedout: false,
                 },
                 cancel: CancellationToken::new(),
                 websocket: true,

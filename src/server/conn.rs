@@ -237,5 +237,6 @@ fn head_limits(s: &crate::conf::model::Settings) -> super::guard::HeadLimits {
         keepalive_timeout: s.keepalive_timeout,
         send_timeout: s.send_timeout,
         server_tokens: s.server_tokens,
+        reset_timedout: s.reset_timedout_connection,
     }
 }

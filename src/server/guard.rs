@@ -16,7 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,6 +37,9 @@ pub struct HeadLimits {
     pub keepalive_timeout: Duration,
     pub send_timeout: Duration,
     pub server_tokens: bool,
+    /// `reset_timedout_connection`: a client that times out in the middle of
+    /// a head is closed with RST.
+    pub reset_timedout: bool,
 }
 
 impl HeadLimits {
@@ -101,6 +104,9 @@ pub struct Guarded {
 pub struct ConnTimers {
     send_timeout_ms: AtomicU64,
     keepalive_timeout_ms: AtomicU64,
+    /// `reset_timedout_connection`: a client that times out on send_timeout
+    /// is closed with RST.
+    reset_timedout: AtomicBool,
 }
 
 impl ConnTimers {
@@ -108,14 +114,18 @@ impl ConnTimers {
         ConnTimers {
             send_timeout_ms: AtomicU64::new(limits.send_timeout.as_millis() as u64),
             keepalive_timeout_ms: AtomicU64::new(limits.keepalive_timeout.as_millis() as u64),
+            reset_timedout: AtomicBool::new(limits.reset_timedout),
         }
     }
 
-    pub fn set(&self, send_timeout: Duration, keepalive_timeout: Duration) {
+    /// The timeouts of the location a request was matched to.
+    pub fn set(&self, s: &crate::conf::model::Settings) {
         self.send_timeout_ms
-            .store(send_timeout.as_millis() as u64, Ordering::Relaxed);
+            .store(s.send_timeout.as_millis() as u64, Ordering::Relaxed);
         self.keepalive_timeout_ms
-            .store(keepalive_timeout.as_millis() as u64, Ordering::Relaxed);
+            .store(s.keepalive_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.reset_timedout
+            .store(s.reset_timedout_connection, Ordering::Relaxed);
     }
 
     fn send_timeout(&self) -> Duration {
@@ -530,8 +540,13 @@ impl AsyncRead for Guarded {
                     // End of stream: hyper closes the connection without answering.
                     return Poll::Ready(Ok(()));
                 }
-                // nginx closes a connection that timed out waiting for a head.
-                State::Head { .. } if this.head_timer.expired(cx) => {
+                // nginx closes a connection that timed out waiting for a head,
+                // with RST under reset_timedout_connection once the head has
+                // started (an idle keep-alive connection closes normally).
+                State::Head { started, .. } if this.head_timer.expired(cx) => {
+                    if *started && this.limits.reset_timedout {
+                        this.inner.reset_on_close();
+                    }
                     this.state = State::Closed;
                     return Poll::Ready(Ok(()));
                 }
@@ -583,6 +598,11 @@ impl Guarded {
                     timer.as_mut().reset(deadline);
                 }
                 if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
+                    if self.timers.reset_timedout.load(Ordering::Relaxed) {
+                        // reset_timedout_connection: the unsent response is
+                        // dropped at once instead of lingering in FIN_WAIT1.
+                        self.inner.reset_on_close();
+                    }
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "client timed out (110: Connection timed out) while sending response to client",
@@ -641,6 +661,7 @@ mod tests {
             keepalive_timeout: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
             server_tokens: true,
+            reset_timedout: false,
         }
     }
 

@@ -254,10 +254,7 @@ pub async fn handle(
         return Ok(finish(state, resp));
     }
     state.settings = location.settings.clone();
-    conn.timers.set(
-        state.settings.send_timeout,
-        state.settings.keepalive_timeout,
-    );
+    conn.timers.set(&state.settings);
     let tokens = state.settings.server_tokens;
     if location.internal {
         return Ok(finish(state, pages::error(404, tokens, false)));

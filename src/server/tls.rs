@@ -77,6 +77,18 @@ impl<T: OverTcp> MaybeTls<T> {
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.tcp().set_nodelay(on)
     }
+
+    /// Makes the socket's `close()` send RST instead of FIN (`SO_LINGER`
+    /// with a zero timeout): unsent data is dropped and the socket leaves no
+    /// FIN_WAIT or TIME_WAIT behind.
+    pub fn reset_on_close(&self) {
+        reset_on_close(self.tcp());
+    }
+}
+
+/// [`MaybeTls::reset_on_close`] for a bare socket.
+pub fn reset_on_close(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {

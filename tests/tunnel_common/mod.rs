@@ -38,6 +38,7 @@ pub fn timeouts(idle: Duration) -> TunnelTimeouts {
         upstream_send: idle,
         client_send: idle,
         client_read: None,
+        reset_timedout: false,
     }
 }
 

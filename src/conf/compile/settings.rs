@@ -62,6 +62,9 @@ pub(crate) fn apply(
         "keepalive_requests" => set_once!(lv, keepalive_requests, d, arg_num(d, 0)?),
         "keepalive_time" => set_once!(lv, keepalive_time, d, arg_time(d, 0)?),
         "send_timeout" => set_once!(lv, send_timeout, d, arg_time(d, 0)?),
+        "reset_timedout_connection" => {
+            set_once!(lv, reset_timedout_connection, d, arg_flag(d))
+        }
         "tcp_nodelay" => set_once!(lv, tcp_nodelay, d, arg_flag(d)),
         // h2
         "http2" => set_once!(lv, http2, d, arg_flag(d)),
