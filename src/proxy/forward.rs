@@ -21,7 +21,7 @@ use super::headers;
 use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
 use crate::conf::model::{next_upstream, HttpVersion, LocationMatch, LogLevel};
-use crate::server::request::{add_server_header, LogWhenDone, RequestState};
+use crate::server::request::{add_server_header, LogWhenDone, RequestState, Unanswered};
 use crate::server::tls::UpstreamStream;
 use crate::upstream::pool::PooledConn;
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
@@ -44,6 +44,8 @@ enum AttemptError {
     BodyTooLarge,
     #[error("client prematurely closed connection")]
     ClientBody,
+    #[error("client timed out (110: Connection timed out) while reading client request body")]
+    ClientBodyTimeout,
     /// tls: a failed handshake with an https upstream.
     #[error("{0} while SSL handshaking to upstream")]
     Tls(String),
@@ -57,7 +59,9 @@ impl AttemptError {
             }
             AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => next_upstream::TIMEOUT,
             AttemptError::InvalidHeader => next_upstream::INVALID_HEADER,
-            AttemptError::BodyTooLarge | AttemptError::ClientBody => 0,
+            AttemptError::BodyTooLarge
+            | AttemptError::ClientBody
+            | AttemptError::ClientBodyTimeout => 0,
         }
     }
 
@@ -97,9 +101,12 @@ pub async fn forward(
     matcher: &LocationMatch,
     client_body: Incoming,
     client_upgrade: Option<OnUpgrade>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, Unanswered> {
     let Some(pp) = state.proxy.clone() else {
-        return crate::server::request::finish(state, pages::error(500, true, false));
+        return Ok(crate::server::request::finish(
+            state,
+            pages::error(500, true, false),
+        ));
     };
     let settings = state.settings.clone();
     let gen = state.gen.clone();
@@ -146,7 +153,7 @@ pub async fn forward(
     }
     // h2: an HTTP/2 WebSocket stream needs a location that proxies WebSockets.
     if super::h2ws::refused(&state, &head) {
-        return super::h2ws::error(state, 501, None);
+        return Ok(super::h2ws::error(state, 501, None));
     }
     let method = match &settings.proxy_method {
         Some(m) => http::Method::from_bytes(m.as_bytes()).unwrap_or(state.parts.method.clone()),
@@ -178,7 +185,10 @@ pub async fn forward(
     if has_body && declared_len.is_none() && settings.proxy_http_version == HttpVersion::Http10 {
         // An HTTP/1.0 upstream needs a length: read the chunked body first.
         let Some(b) = body_slot.take() else {
-            return crate::server::request::finish(state, pages::error(500, tokens, false));
+            return Ok(crate::server::request::finish(
+                state,
+                pages::error(500, tokens, false),
+            ));
         };
         match b.collect().await {
             Ok(c) => {
@@ -186,13 +196,21 @@ pub async fn forward(
                 head.insert(header::CONTENT_LENGTH, bytes.len().into());
                 body_slot = Some(body::full(bytes));
             }
-            Err(_) => {
+            Err(e) => {
+                if matches!(e.downcast_ref(), Some(BodyError::ClientReadTimeout)) {
+                    let ctx = log_ctx(&state, None);
+                    crate::error_log!(LogLevel::Info, conn = state.conn.info.id, "{e}{ctx}");
+                    return Err(crate::server::request::unanswered(state, 408));
+                }
                 let code = if too_large.load(Ordering::Relaxed) {
                     413
                 } else {
                     400
                 };
-                return crate::server::request::finish(state, pages::error(code, tokens, true));
+                return Ok(crate::server::request::finish(
+                    state,
+                    pages::error(code, tokens, true),
+                ));
             }
         }
     } else if let Some(len) = declared_len.filter(|_| settings.proxy_pass_request_body) {
@@ -203,7 +221,10 @@ pub async fn forward(
     }
 
     let Some(group) = gen.upstreams.get(&pp.upstream) else {
-        return crate::server::request::finish(state, pages::error(500, tokens, false));
+        return Ok(crate::server::request::finish(
+            state,
+            pages::error(500, tokens, false),
+        ));
     };
     let client_ip = state.conn.info.remote.ip();
     let hash_key = match &group.conf().balance {
@@ -241,7 +262,7 @@ pub async fn forward(
             Ok(p) => p,
             // Every peer has had its try: nginx answers with the last failure.
             Err(PickError::NoLiveUpstreams) if last_status != 0 => {
-                return finish_error(state, last_status, tokens, up_info);
+                return Ok(finish_error(state, last_status, tokens, up_info));
             }
             Err(PickError::NoLiveUpstreams) => {
                 let ctx = log_ctx(&state, Some(&pp.url));
@@ -258,7 +279,7 @@ pub async fn forward(
                     header_ms: None,
                     response_ms: Some(0),
                 });
-                return finish_error(state, 502, tokens, up_info);
+                return Ok(finish_error(state, 502, tokens, up_info));
             }
         };
         let addr = peer.addr();
@@ -306,7 +327,7 @@ pub async fn forward(
                     header_ms: Some(millis(ok.header_time)),
                     response_ms: None,
                 });
-                return relay(state, ok, peer, client_upgrade, up_info, t0, matcher);
+                return Ok(relay(state, ok, peer, client_upgrade, up_info, t0, matcher));
             }
             Err(e) => {
                 let log_addr = format!(
@@ -320,10 +341,19 @@ pub async fn forward(
                     target
                 );
                 let ctx = log_ctx(&state, Some(&log_addr));
+                if let AttemptError::ClientBodyTimeout = e {
+                    // nginx logs a client's timeout at info and ends the
+                    // request without an answer, logging 408.
+                    crate::error_log!(LogLevel::Info, conn = state.conn.info.id, "{e}{ctx}");
+                    return Err(crate::server::request::unanswered(state, 408));
+                }
                 crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "{e}{ctx}");
                 if matches!(e, AttemptError::BodyTooLarge | AttemptError::ClientBody) {
                     let code = e.status();
-                    return crate::server::request::finish(state, pages::error(code, tokens, true));
+                    return Ok(crate::server::request::finish(
+                        state,
+                        pages::error(code, tokens, true),
+                    ));
                 }
                 let status = e.status();
                 up_info.tries.push(UpstreamTry {
@@ -348,7 +378,7 @@ pub async fn forward(
                     last_status = status;
                     continue;
                 }
-                return finish_error(state, status, tokens, up_info);
+                return Ok(finish_error(state, status, tokens, up_info));
             }
         }
     }
@@ -638,7 +668,8 @@ fn classify(e: &hyper::Error) -> AttemptError {
         if let Some(b) = s.downcast_ref::<BodyError>() {
             return match b {
                 BodyError::TooLarge => AttemptError::BodyTooLarge,
-                _ => AttemptError::ClientBody,
+                BodyError::ClientReadTimeout => AttemptError::ClientBodyTimeout,
+                BodyError::UpstreamReadTimeout => AttemptError::ClientBody,
             };
         }
         src = s.source();

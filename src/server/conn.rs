@@ -187,7 +187,7 @@ async fn serve(
                     http::HeaderValue::from_static("close"),
                 );
             }
-            Ok::<_, std::convert::Infallible>(resp)
+            Ok::<_, super::request::Unanswered>(resp)
         }
     });
     let conn = builder

@@ -168,7 +168,7 @@ pub async fn serve(
                     .is_none_or(|s| s.settings.server_tokens)
             };
             if !ok {
-                return Ok::<_, std::convert::Infallible>(crate::proxy::pages::error(
+                return Ok::<_, super::request::Unanswered>(crate::proxy::pages::error(
                     501,
                     tokens(),
                     false,

@@ -1,7 +1,6 @@
 //! One request: target and Host checks, virtual server and location
 //! selection, `return`, limits, then the location's content handler.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -138,6 +137,26 @@ impl OnDone for LogWhenDone {
     }
 }
 
+/// A request that ends without an answer, as nginx ends one whose client
+/// timed out sending its body: hyper closes the connection (resets the
+/// HTTP/2 stream) instead of writing a response.
+#[derive(Debug, thiserror::Error)]
+#[error("request ended without an answer")]
+pub struct Unanswered;
+
+/// Logs the request with `status` (nginx's 408 for a timed-out body), and
+/// nothing sent, and gives the error that ends it without an answer.
+pub fn unanswered(state: RequestState, status: u16) -> Unanswered {
+    let info = ResponseInfo {
+        status,
+        headers: http::HeaderMap::new(),
+        body_bytes_sent: 0,
+        bytes_sent: 0,
+    };
+    state.log(&info, None);
+    Unanswered
+}
+
 /// Estimates the request head's size on the wire for `$request_length`.
 fn head_length(parts: &http::request::Parts) -> u64 {
     let line = parts.method.as_str().len()
@@ -155,7 +174,7 @@ pub async fn handle(
     gen: Arc<Generation>,
     conn: Arc<ConnState>,
     mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, Unanswered> {
     let start = Instant::now();
     let start_wall = SystemTime::now();
     let connection_requests = conn.next_request();
@@ -296,7 +315,7 @@ pub async fn handle(
                 }
             }
             state.proxy = Some(pp.clone());
-            Ok(crate::proxy::forward(state, &location.matcher, body, client_upgrade).await)
+            crate::proxy::forward(state, &location.matcher, body, client_upgrade).await
         }
     }
 }
