@@ -220,87 +220,53 @@ async fn idle_tunnel_times_out() {
 
 #[tokio::test]
 async fn client_that_stops_reading_hits_send_timeout() {
-    let Rig {
-        client: _client,
-        upstream,
-        tunnel,
-        ..
-    } = rig(RigOptions {
-        timeouts: TunnelTimeouts {
-            client_send: Duration::from_millis(200),
-            ..timeouts(Duration::from_secs(3600))
-        },
-        client_rcvbuf: Some(4096),
-        ..RigOptions::default()
-    })
-    .await;
-    let (_ur, mut uw) = upstream.into_split();
-    // Floods until the tunnel gives up and the write fails (bounded).
-    let flood = tokio::spawn(async move {
-        let chunk = vec![7u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if uw.write_all(&chunk).await.is_err() {
-                return;
+    // With reset_timedout_connection the client's socket is reset; without
+    // it, what was queued arrives, then the end of stream.
+    for reset in [false, true] {
+        let Rig {
+            mut client,
+            upstream,
+            tunnel,
+            ..
+        } = rig(RigOptions {
+            timeouts: TunnelTimeouts {
+                client_send: Duration::from_millis(200),
+                reset_timedout: reset,
+                ..timeouts(Duration::from_secs(3600))
+            },
+            client_rcvbuf: Some(4096),
+            ..RigOptions::default()
+        })
+        .await;
+        let (_ur, mut uw) = upstream.into_split();
+        // Floods until the tunnel gives up and the write fails (bounded).
+        let flood = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            for _ in 0..100_000 {
+                if uw.write_all(&chunk).await.is_err() {
+                    return;
+                }
             }
-        }
-        panic!("the tunnel never pushed back");
-    });
-    let stats = tunnel.await.expect("join");
-    assert!(
-        matches!(stats.end, TunnelEnd::Timeout(TimeoutKind::ClientSend)),
-        "{:?}",
-        stats.end
-    );
-    flood.await.expect("flood");
-}
-
-#[tokio::test]
-async fn reset_timedout_connection_resets_a_client_past_send_timeout() {
-    let Rig {
-        mut client,
-        upstream,
-        tunnel,
-        ..
-    } = rig(RigOptions {
-        timeouts: TunnelTimeouts {
-            client_send: Duration::from_millis(200),
-            reset_timedout: true,
-            ..timeouts(Duration::from_secs(3600))
-        },
-        client_rcvbuf: Some(4096),
-        ..RigOptions::default()
-    })
-    .await;
-    let (_ur, mut uw) = upstream.into_split();
-    let flood = tokio::spawn(async move {
-        let chunk = vec![7u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if uw.write_all(&chunk).await.is_err() {
-                return;
+            panic!("the tunnel never pushed back");
+        });
+        let stats = tunnel.await.expect("join");
+        assert!(
+            matches!(stats.end, TunnelEnd::Timeout(TimeoutKind::ClientSend)),
+            "{:?}",
+            stats.end
+        );
+        flood.await.expect("flood");
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            match client.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) => break Err(e),
             }
-        }
-        panic!("the tunnel never pushed back");
-    });
-    let stats = tunnel.await.expect("join");
-    assert!(
-        matches!(stats.end, TunnelEnd::Timeout(TimeoutKind::ClientSend)),
-        "{:?}",
-        stats.end
-    );
-    flood.await.expect("flood");
-    // What had reached the client is still read; then the reset, not an EOF.
-    let mut buf = vec![0u8; 64 * 1024];
-    let end = loop {
-        match client.read(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(_) => continue,
-            Err(e) => break Err(e),
-        }
-    };
-    assert!(
-        matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-        "{end:?}"
-    );
+        };
+        let was_reset = matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert_eq!(was_reset, reset, "{end:?}");
+    }
 }
 
 #[tokio::test]

@@ -135,6 +135,10 @@ impl ConnTimers {
     fn keepalive_timeout(&self) -> Duration {
         Duration::from_millis(self.keepalive_timeout_ms.load(Ordering::Relaxed))
     }
+
+    fn reset_timedout(&self) -> bool {
+        self.reset_timedout.load(Ordering::Relaxed)
+    }
 }
 
 impl Guarded {
@@ -598,7 +602,7 @@ impl Guarded {
                     timer.as_mut().reset(deadline);
                 }
                 if std::future::Future::poll(timer.as_mut(), cx).is_ready() {
-                    if self.timers.reset_timedout.load(Ordering::Relaxed) {
+                    if self.timers.reset_timedout() {
                         // reset_timedout_connection: the unsent response is
                         // dropped at once instead of lingering in FIN_WAIT1.
                         self.inner.reset_on_close();
