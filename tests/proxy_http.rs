@@ -612,51 +612,55 @@ fn reset_timedout_connection_resets_a_client_that_timed_out_in_a_head() {
 fn a_client_that_stalls_mid_body_gets_no_answer_and_a_408_line() {
     use std::io::Write;
     let b = Backend::start(Reply::Hang);
-    let port = common::free_port();
-    // Streamed to an HTTP/1.1 upstream, and read whole first for HTTP/1.0.
-    let locs = format!(
-        "client_body_timeout 300ms;\n \
-         location /stream {{ proxy_pass http://{0}; proxy_http_version 1.1; }}\n \
-         location /whole {{ proxy_pass http://{0}; }}",
-        b.addr
-    );
-    let s = Sluice::start("body-timeout", &conf(port, &locs, ""));
-    for (path, head, part) in [
-        ("/stream", "Content-Length: 100", "0123456789"),
-        ("/whole", "Transfer-Encoding: chunked", "5\r\nhello\r\n"),
-    ] {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        write!(
-            c,
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{head}\r\n\r\n{part}"
-        )
-        .expect("write");
-        // As nginx: the connection closes without an answer.
-        let (got, end) = client_end(&mut c);
+    // As nginx: the connection closes without an answer, with a reset under
+    // reset_timedout_connection.
+    for reset in [false, true] {
+        let port = common::free_port();
+        // Streamed to an HTTP/1.1 upstream, and read whole first for HTTP/1.0.
+        let locs = format!(
+            "client_body_timeout 300ms; reset_timedout_connection {1};\n \
+             location /stream {{ proxy_pass http://{0}; proxy_http_version 1.1; }}\n \
+             location /whole {{ proxy_pass http://{0}; }}",
+            b.addr,
+            if reset { "on" } else { "off" }
+        );
+        let s = Sluice::start("body-timeout", &conf(port, &locs, ""));
+        for (path, head, part) in [
+            ("/stream", "Content-Length: 100", "0123456789"),
+            ("/whole", "Transfer-Encoding: chunked", "5\r\nhello\r\n"),
+        ] {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            write!(
+                c,
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\n{head}\r\n\r\n{part}"
+            )
+            .expect("write");
+            let (got, end) = client_end(&mut c);
+            assert!(
+                got.is_empty() && is_reset(&end) == reset && (reset || matches!(end, Ok(0))),
+                "{path} (reset {reset}): {:?} {end:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        common::wait_until("two access log lines", || {
+            common::read_file(&s.path("logs/access.log"))
+                .lines()
+                .count()
+                == 2
+        });
+        let log = common::read_file(&s.path("logs/access.log"));
+        for (line, path) in log.lines().zip(["/stream", "/whole"]) {
+            assert!(
+                line.contains(&format!("\"POST {path} HTTP/1.1\" 408 0 ")),
+                "{line}"
+            );
+        }
         assert!(
-            got.is_empty() && matches!(end, Ok(0)),
-            "{path}: {:?} {end:?}",
-            String::from_utf8_lossy(&got)
+            s.error_log().contains(
+                "client timed out (110: Connection timed out) while reading client request body"
+            ),
+            "{}",
+            s.error_log()
         );
     }
-    common::wait_until("two access log lines", || {
-        common::read_file(&s.path("logs/access.log"))
-            .lines()
-            .count()
-            == 2
-    });
-    let log = common::read_file(&s.path("logs/access.log"));
-    for (line, path) in log.lines().zip(["/stream", "/whole"]) {
-        assert!(
-            line.contains(&format!("\"POST {path} HTTP/1.1\" 408 0 ")),
-            "{line}"
-        );
-    }
-    assert!(
-        s.error_log().contains(
-            "client timed out (110: Connection timed out) while reading client request body"
-        ),
-        "{}",
-        s.error_log()
-    );
 }

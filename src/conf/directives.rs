@@ -256,7 +256,7 @@ pub static DIRECTIVES: &[Spec] = &[
         "reset_timedout_connection",
         HSL,
         Flag,
-        Differs("a client that times out sending a request body, and HTTP/2 connections, are closed normally"),
+        Differs("HTTP/2 connections are closed normally"),
     ),
     d("lingering_close", HSL, n(1), MOOT_IO),
     d("lingering_time", HSL, n(1), MOOT_IO),

@@ -165,6 +165,7 @@ async fn serve(
         super::h2::Speak::Close => return,
         super::h2::Speak::Http1 => {}
     }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream.tcp());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
@@ -210,6 +211,17 @@ async fn serve(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+    // A request that ended unanswered under reset_timedout_connection (its
+    // client timed out sending the body): hyper closes the socket after the
+    // service's error without any further call the guard would see, so the
+    // reset is set here, while `conn` still owns the socket.
+    if state.timers.reset_requested() {
+        // SAFETY: `conn` owns the socket until this function returns, and a
+        // connection ended by an unanswered request was not upgraded (the
+        // error ends it before any upgrade), so `fd` is still its open socket.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        super::tls::reset_on_close_fd(fd);
     }
 }
 

@@ -107,6 +107,9 @@ pub struct ConnTimers {
     /// `reset_timedout_connection`: a client that times out on send_timeout
     /// is closed with RST.
     reset_timedout: AtomicBool,
+    /// Set when a request ended unanswered under reset_timedout_connection:
+    /// the connection's task resets the socket when hyper is done with it.
+    reset_requested: AtomicBool,
 }
 
 impl ConnTimers {
@@ -115,6 +118,7 @@ impl ConnTimers {
             send_timeout_ms: AtomicU64::new(limits.send_timeout.as_millis() as u64),
             keepalive_timeout_ms: AtomicU64::new(limits.keepalive_timeout.as_millis() as u64),
             reset_timedout: AtomicBool::new(limits.reset_timedout),
+            reset_requested: AtomicBool::new(false),
         }
     }
 
@@ -138,6 +142,15 @@ impl ConnTimers {
 
     fn reset_timedout(&self) -> bool {
         self.reset_timedout.load(Ordering::Relaxed)
+    }
+
+    /// Asks for the connection to be closed with RST.
+    pub fn request_reset(&self) {
+        self.reset_requested.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reset_requested(&self) -> bool {
+        self.reset_requested.load(Ordering::Relaxed)
     }
 }
 

@@ -145,8 +145,12 @@ impl OnDone for LogWhenDone {
 pub struct Unanswered;
 
 /// Logs the request with `status` (nginx's 408 for a timed-out body), and
-/// nothing sent, and gives the error that ends it without an answer.
+/// nothing sent, and gives the error that ends it without an answer; under
+/// reset_timedout_connection the connection then closes with RST.
 pub fn unanswered(state: RequestState, status: u16) -> Unanswered {
+    if state.settings.reset_timedout_connection {
+        state.conn.timers.request_reset();
+    }
     let info = ResponseInfo {
         status,
         headers: http::HeaderMap::new(),

@@ -88,7 +88,12 @@ impl<T: OverTcp> MaybeTls<T> {
 
 /// [`MaybeTls::reset_on_close`] for a bare socket.
 pub fn reset_on_close(s: &TcpStream) {
-    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+    reset_on_close_fd(std::os::fd::AsFd::as_fd(s));
+}
+
+/// [`reset_on_close`] by descriptor.
+pub fn reset_on_close_fd(fd: std::os::fd::BorrowedFd<'_>) {
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
