@@ -199,8 +199,7 @@ pub async fn forward(
             Err(e) => {
                 if matches!(e.downcast_ref(), Some(BodyError::ClientReadTimeout)) {
                     let ctx = log_ctx(&state, None);
-                    crate::error_log!(LogLevel::Info, conn = state.conn.info.id, "{e}{ctx}");
-                    return Err(crate::server::request::unanswered(state, 408));
+                    return Err(body_timed_out(state, &e, &ctx));
                 }
                 let code = if too_large.load(Ordering::Relaxed) {
                     413
@@ -342,10 +341,7 @@ pub async fn forward(
                 );
                 let ctx = log_ctx(&state, Some(&log_addr));
                 if let AttemptError::ClientBodyTimeout = e {
-                    // nginx logs a client's timeout at info and ends the
-                    // request without an answer, logging 408.
-                    crate::error_log!(LogLevel::Info, conn = state.conn.info.id, "{e}{ctx}");
-                    return Err(crate::server::request::unanswered(state, 408));
+                    return Err(body_timed_out(state, &e, &ctx));
                 }
                 crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "{e}{ctx}");
                 if matches!(e, AttemptError::BodyTooLarge | AttemptError::ClientBody) {
@@ -382,6 +378,13 @@ pub async fn forward(
             }
         }
     }
+}
+
+/// A client that timed out sending the body: nginx logs it at info and ends
+/// the request without an answer, logging 408.
+fn body_timed_out(state: RequestState, e: &dyn std::fmt::Display, ctx: &str) -> Unanswered {
+    crate::error_log!(LogLevel::Info, conn = state.conn.info.id, "{e}{ctx}");
+    crate::server::request::unanswered(state, 408)
 }
 
 fn finish_error(

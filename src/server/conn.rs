@@ -221,7 +221,7 @@ async fn serve(
         // connection ended by an unanswered request was not upgraded (the
         // error ends it before any upgrade), so `fd` is still its open socket.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        super::tls::reset_on_close_fd(fd);
+        super::tls::reset_on_close(&fd);
     }
 }
 

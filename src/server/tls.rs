@@ -86,14 +86,9 @@ impl<T: OverTcp> MaybeTls<T> {
     }
 }
 
-/// [`MaybeTls::reset_on_close`] for a bare socket.
-pub fn reset_on_close(s: &TcpStream) {
-    reset_on_close_fd(std::os::fd::AsFd::as_fd(s));
-}
-
-/// [`reset_on_close`] by descriptor.
-pub fn reset_on_close_fd(fd: std::os::fd::BorrowedFd<'_>) {
-    let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
+/// [`MaybeTls::reset_on_close`] for a bare socket or its descriptor.
+pub fn reset_on_close<S: std::os::fd::AsFd>(s: &S) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
