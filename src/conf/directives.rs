@@ -133,6 +133,7 @@ pub static DIRECTIVES: &[Spec] = &[
     ),
     d("worker_shutdown_timeout", MAIN, n(1), OK),
     // sluice extensions (see docs/compat.md).
+    d("busy_poll", MAIN, n(1), OK),
     d("websocket_drain_delay", MAIN, n(1), OK),
     d("websocket_drain_window", MAIN, n(1), OK),
     d("websocket_drain_on_reload", MAIN, Flag, OK),

@@ -107,6 +107,9 @@ pub struct MainConf {
     /// sluice: on a reload, close the WebSocket tunnels of locations the new
     /// configuration no longer has (default: they run on).
     pub websocket_drain_on_reload: bool,
+    /// sluice: how long the worker keeps polling for events after the last
+    /// task ran, instead of sleeping (`None`: `busy_poll off`, the default).
+    pub busy_poll: Option<Duration>,
     pub error_log: ErrorLog,
     pub pid: PathBuf,
     pub daemon: bool,

@@ -65,7 +65,7 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
     let sem = Arc::new(Semaphore::new(budget));
     // The semaphore bounds what is queued; the channel itself needs no bound.
     let (tx, rx) = mpsc::unbounded_channel::<Item>();
-    tokio::spawn(async move {
+    tokio::spawn(crate::runtime::busy::active(async move {
         let mut inner = inner;
         loop {
             let frame = tokio::select! {
@@ -94,7 +94,7 @@ pub fn read_ahead(inner: ProxyBody, budget: usize) -> ProxyBody {
                 return;
             }
         }
-    });
+    }));
     ReadAhead { rx, left: exact }.boxed()
 }
 

@@ -573,11 +573,11 @@ async fn connect(
     if !own_task {
         return Ok((PooledConn::fresh(sender), Some(Box::new(Driver::new(conn)))));
     }
-    tokio::spawn(async move {
+    tokio::spawn(crate::runtime::busy::active(async move {
         // The connection ends when its sender is dropped (not cached) or
         // the tunnel takes it over.
         let _ = conn.with_upgrades().await;
-    });
+    }));
     Ok((PooledConn::fresh(sender), None))
 }
 
@@ -759,12 +759,12 @@ fn relay(
             peer,
             t0,
         ));
-        tracker.spawn(super::upgraded::tunnel_task(
+        tracker.spawn(crate::runtime::busy::active(super::upgraded::tunnel_task(
             client_up,
             upstream_up,
             spec,
             log,
-        ));
+        )));
         return resp;
     }
 

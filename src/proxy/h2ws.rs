@@ -185,7 +185,7 @@ pub fn relay(
     };
     state.compact(&needs);
     up_info.headers = up_info.headers.as_ref().map(|h| needs.upstream.keep(h));
-    tracker.spawn(async move {
+    tracker.spawn(crate::runtime::busy::active(async move {
         let (client, (upstream, pending)) = match (client_up.await, upstream_up.get().await) {
             (Ok(c), Some(u)) => (c, u),
             _ => {
@@ -217,7 +217,7 @@ pub fn relay(
         info.body_bytes_sent = stats.upstream_to_client;
         info.bytes_sent = stats.upstream_to_client;
         state.log(&info, Some(&up_info));
-    });
+    }));
     resp
 }
 

@@ -1,5 +1,6 @@
 //! The process: command line, signals, the embedded demo, running and reloading.
 
+pub mod busy;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

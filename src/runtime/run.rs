@@ -180,6 +180,7 @@ async fn serve(
     }
     // Freed memory back to the system after bursts of closed connections.
     tokio::spawn(super::trim::run());
+    super::busy::configure(current.load().config.main.busy_poll, workers);
     let mut echo_task = None;
     if let Some(l) = bound.echo {
         match tokio::net::TcpListener::from_std(l) {
@@ -251,6 +252,7 @@ async fn serve(
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 checks = crate::upstream::check::start(&g.upstreams);
                                 super::drain::reloaded(&g);
+                                super::busy::configure(g.config.main.busy_poll, workers);
                                 current.store(Arc::new(g));
                                 old.retired.cancel(); // h2: GOAWAY on the old generation's connections
                                 listeners.retain(|addr, stop| {

@@ -118,7 +118,9 @@ pub async fn accept_loop(
             _permit: permit,
         });
         let conn_stop = stop.clone();
-        tokio::spawn(serve(stream, gen, state, settings, limits, conn_stop, tls));
+        tokio::spawn(crate::runtime::busy::active(serve(
+            stream, gen, state, settings, limits, conn_stop, tls,
+        )));
     }
 }
 

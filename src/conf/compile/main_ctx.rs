@@ -19,6 +19,7 @@ pub(super) fn compile(
         websocket_drain_delay: None,
         websocket_drain_window: std::time::Duration::ZERO,
         websocket_drain_on_reload: false,
+        busy_poll: None,
         error_log: ErrorLog {
             target: ErrorLogTarget::File(cx.full_path("logs/error.log")),
             level: LogLevel::Error,
@@ -60,6 +61,13 @@ pub(super) fn compile(
             "websocket_drain_delay" => main.websocket_drain_delay = Some(arg_time(d, 0)?),
             "websocket_drain_window" => main.websocket_drain_window = arg_time(d, 0)?,
             "websocket_drain_on_reload" => main.websocket_drain_on_reload = arg_flag(d),
+            "busy_poll" => {
+                main.busy_poll = if d.args[0] == "off" {
+                    None
+                } else {
+                    Some(arg_time(d, 0)?).filter(|w| !w.is_zero())
+                }
+            }
             "error_log" => main.error_log = error_log(cx, d)?,
             "pid" => main.pid = cx.full_path(&d.args[0]),
             "daemon" => main.daemon = arg_flag(d),
