@@ -1,7 +1,7 @@
 //! `busy_poll` (a sluice extension): the worker keeps polling for events
 //! while traffic flows, and sleeps again once it has been quiet for the
-//! window. Seen from outside through the worker thread's voluntary context
-//! switches and its scheduler state in /proc: a worker that sleeps in
+//! window. Seen from outside through the worker threads' voluntary context
+//! switches and their scheduler state in /proc: a worker that sleeps in
 //! epoll_wait is switched out voluntarily and shows `S`, one that polls
 //! never is and shows `R`.
 
@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use common::workers::{voluntary_switches, worker_states};
 use common::{free_port, main_block, wait_until, Sluice};
 
 fn conf(port: u16, main_extra: &str) -> String {
@@ -19,30 +20,6 @@ fn conf(port: u16, main_extra: &str) -> String {
         "{}{main_extra}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:{port};\n  location / {{ return 200 \"ok\"; }}\n }}\n}}\n",
         main_block()
     )
-}
-
-/// A field of the worker thread's /proc status. With one worker the runtime
-/// runs on the main thread.
-fn worker_status(s: &Sluice, field: &str) -> String {
-    let pid = s.pid();
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status"))
-        .expect("the worker's /proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field} in {text}"))
-        .trim()
-        .to_string()
-}
-
-fn voluntary_switches(s: &Sluice) -> u64 {
-    worker_status(s, "voluntary_ctxt_switches")
-        .parse()
-        .expect("a count")
-}
-
-/// `S (sleeping)`, `R (running)`, ...
-fn worker_state(s: &Sluice) -> char {
-    worker_status(s, "State").chars().next().unwrap_or('?')
 }
 
 /// `n` requests one after the other on one keep-alive connection, the
@@ -92,7 +69,7 @@ fn a_busy_polling_worker_does_not_sleep_between_requests() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let slept = switches_over(&busy, addr, 300);
     assert!(slept <= 5, "with busy_poll: {slept} switches");
-    assert_eq!(worker_state(&busy), 'R');
+    assert_eq!(worker_states(&busy), ['R']);
 }
 
 #[test]
@@ -102,7 +79,7 @@ fn a_busy_polling_worker_sleeps_once_traffic_stops() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     requests(addr, 200);
     wait_until("the worker to sleep after its window", || {
-        worker_state(&s) == 'S'
+        worker_states(&s).iter().all(|c| *c == 'S')
     });
 }
 
@@ -127,21 +104,21 @@ fn a_reload_turns_busy_polling_on_and_off() {
     // its hour.
     reload("busy_poll off;", "3");
     requests(addr, 1);
-    wait_until("the worker to sleep", || worker_state(&s) == 'S');
+    wait_until("the worker to sleep", || {
+        worker_states(&s).iter().all(|c| *c == 'S')
+    });
 }
 
 #[test]
-fn busy_poll_with_more_than_one_worker_says_it_has_no_effect() {
+fn each_of_several_workers_busy_polls() {
     let port = free_port();
-    let text = conf(port, "busy_poll 1ms;").replace("worker_processes 1;", "worker_processes 2;");
+    let text = conf(port, "busy_poll 1h;").replace("worker_processes 1;", "worker_processes 2;");
     let s = Sluice::start("busy-workers", &text);
-    requests(SocketAddr::from(([127, 0, 0, 1], port)), 1);
-    let warning = "\"busy_poll\" has no effect with 2 workers, only with \"worker_processes 1\"";
-    wait_until("the warning", || {
-        s.error_log()
-            .lines()
-            .any(|l| l.contains(" [warn] ") && l.ends_with(warning))
-    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("two workers", || worker_states(&s).len() == 2);
+    let slept = switches_over(&s, addr, 300);
+    assert!(slept <= 5, "with two workers: {slept} switches");
+    assert!(worker_states(&s).contains(&'R'));
 }
 
 #[test]

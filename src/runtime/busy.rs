@@ -16,18 +16,15 @@
 //! became ready, and runs the spinner again. Tasks that carry traffic are
 //! spawned inside [`Active`], which counts their polls (so the spinner sees
 //! that the worker is still busy) and wakes the spinner at the first poll
-//! after it went to sleep. A multi-thread runtime (more than one worker) has
-//! no single loop to keep awake, so there `busy_poll` has no effect, and a
-//! warning says so.
+//! after it went to sleep. Each worker (workers.rs) has its own loop, spinner
+//! and counters.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-
-use crate::conf::model::LogLevel;
 
 thread_local! {
     /// Polls of traffic tasks on this thread.
@@ -35,26 +32,19 @@ thread_local! {
     /// Set while the spinner sleeps and waits for the next poll.
     static ASLEEP: Cell<bool> = const { Cell::new(false) };
     static SPINNER: Cell<Option<Waker>> = const { Cell::new(None) };
+    /// Whether this worker's spinner task is running.
+    static RUNNING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The window in nanoseconds, 0 when off.
+/// The window in nanoseconds, 0 when off (the same for every worker).
 static WINDOW_NS: AtomicU64 = AtomicU64::new(0);
-/// Whether the spinner task is running.
-static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Applies a (re)loaded configuration's `busy_poll`: starts the spinner, or
-/// lets it stop. Called from the runtime's own thread.
-pub fn configure(window: Option<Duration>, workers: usize) {
-    let mut ns = window.map_or(0, |w| u64::try_from(w.as_nanos()).unwrap_or(u64::MAX));
-    if ns != 0 && workers > 1 {
-        crate::error_log!(
-            LogLevel::Warn,
-            "\"busy_poll\" has no effect with {workers} workers, only with \"worker_processes 1\""
-        );
-        ns = 0;
-    }
+/// Applies a (re)loaded configuration's `busy_poll` to the worker it runs
+/// on: starts its spinner, or lets it stop.
+pub fn configure(window: Option<Duration>) {
+    let ns = window.map_or(0, |w| u64::try_from(w.as_nanos()).unwrap_or(u64::MAX));
     WINDOW_NS.store(ns, Relaxed);
-    if ns != 0 && !RUNNING.swap(true, Relaxed) {
+    if ns != 0 && !RUNNING.replace(true) {
         tokio::spawn(spin());
     }
 }
@@ -106,7 +96,7 @@ async fn spin() {
     loop {
         asleep_until_active().await;
         if window().is_none() {
-            RUNNING.store(false, Relaxed);
+            RUNNING.set(false);
             return;
         }
         let mut seen = POLLS.get();

@@ -10,3 +10,4 @@ pub mod run;
 pub mod signal;
 pub mod status;
 pub mod trim;
+pub mod workers;

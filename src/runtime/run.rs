@@ -14,12 +14,13 @@ use tokio_util::task::TaskTracker;
 
 use super::cli::say;
 use super::daemon::{Detached, Startup};
+use super::workers::Workers;
 use crate::conf::model::WorkerProcesses;
 use crate::conf::{self, Config, LoadOptions};
 use crate::log::writer::os_error;
 use crate::log::AccessLogs;
 use crate::server::vhost::ListenOptions;
-use crate::server::{conn, listen, Generation};
+use crate::server::{listen, Generation};
 
 /// Runs until a shutdown signal; `reload_from` is how to re-read the
 /// configuration on HUP (`None` for the embedded demo).
@@ -58,20 +59,12 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
     } else {
         Startup::foreground()
     };
-    // One worker: a current-thread runtime, as nginx's single worker is one
-    // thread. It saves the work-stealing scheduler's atomics, wake-ups and
-    // cross-thread hand-offs on every poll; nothing here blocks a worker
-    // (no `block_in_place`; reload parses on a blocking thread).
-    let built = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    };
+    // The first worker's runtime, on this thread (workers.rs starts the
+    // others). Nothing here blocks a worker (no `block_in_place`; reload
+    // parses on a blocking thread).
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let rt = match built {
         Ok(rt) => rt,
         Err(e) => return startup.fail(&format!("cannot start worker threads: {e}")),
@@ -81,7 +74,7 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
 
 /// The listening sockets of a configuration, bound before the runtime starts.
 struct Bound {
-    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    listeners: Vec<(SocketAddr, ListenOptions, std::net::TcpListener)>,
     /// The embedded demo's echo server.
     echo: Option<std::net::TcpListener>,
 }
@@ -93,7 +86,7 @@ fn bind_all(config: &Config, demo: bool) -> Result<Bound, String> {
     for (addr, opts) in vhosts.listen_addrs() {
         let l = listen::bind_std(addr, opts)
             .map_err(|e| format!("bind() to {addr} failed ({})", os_error(&e)))?;
-        listeners.push((addr, l));
+        listeners.push((addr, opts, l));
     }
     let echo = if demo {
         let addr = super::demo::ECHO_ADDR;
@@ -161,26 +154,23 @@ async fn serve(
     let current = Arc::new(ArcSwap::from_pointee(gen));
     let permits = Arc::new(Semaphore::new(worker_connections.saturating_mul(workers)));
     let accept_stop = CancellationToken::new();
+    let pool = match Workers::start(workers) {
+        Ok(w) => w,
+        Err(e) => return startup.fail(&format!("cannot start worker threads: {e}")),
+    };
 
     let mut listeners: HashMap<SocketAddr, CancellationToken> = HashMap::new();
-    for (addr, l) in bound.listeners {
-        match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => {
-                let stop = accept_stop.child_token();
-                tokio::spawn(conn::accept_loop(
-                    l,
-                    current.clone(),
-                    permits.clone(),
-                    stop.clone(),
-                ));
-                listeners.insert(addr, stop);
-            }
-            Err(e) => return startup.fail(&format!("bind() to {addr} failed ({})", os_error(&e))),
+    for (addr, opts, l) in bound.listeners {
+        let stop = accept_stop.child_token();
+        if let Err(e) = pool.accept(addr, opts, &l, &current, &permits, &stop) {
+            return startup.fail(&format!("bind() to {addr} failed ({})", os_error(&e)));
         }
+        listeners.insert(addr, stop);
     }
     // Freed memory back to the system after bursts of closed connections.
     tokio::spawn(super::trim::run());
-    super::busy::configure(current.load().config.main.busy_poll, workers);
+    let window = current.load().config.main.busy_poll;
+    pool.spawn_each(move || async move { super::busy::configure(window) });
     let mut echo_task = None;
     if let Some(l) = bound.echo {
         match tokio::net::TcpListener::from_std(l) {
@@ -252,7 +242,8 @@ async fn serve(
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 checks = crate::upstream::check::start(&g.upstreams);
                                 super::drain::reloaded(&g);
-                                super::busy::configure(g.config.main.busy_poll, workers);
+                                let window = g.config.main.busy_poll;
+                                pool.spawn_each(move || async move { super::busy::configure(window) });
                                 current.store(Arc::new(g));
                                 old.retired.cancel(); // h2: GOAWAY on the old generation's connections
                                 listeners.retain(|addr, stop| {
@@ -266,10 +257,9 @@ async fn serve(
                                     if listeners.contains_key(&addr) {
                                         continue;
                                     }
-                                    match bind(addr, opts) {
-                                        Ok(l) => {
-                                            let stop = accept_stop.child_token();
-                                            tokio::spawn(conn::accept_loop(l, current.clone(), permits.clone(), stop.clone()));
+                                    let stop = accept_stop.child_token();
+                                    match listen::bind_std(addr, opts).and_then(|l| pool.accept(addr, opts, &l, &current, &permits, &stop)) {
+                                        Ok(()) => {
                                             listeners.insert(addr, stop);
                                         }
                                         Err(e) => crate::error_log!(crate::conf::model::LogLevel::Error, "bind() to {addr} failed ({})", os_error(&e)),
@@ -320,16 +310,13 @@ async fn serve(
         .await;
     }
     shutdown.cancel();
+    pool.stop();
     if let Some(t) = echo_task {
         t.abort();
     }
     logs.flush_all();
     let _ = std::fs::remove_file(&pid_path);
     ExitCode::SUCCESS
-}
-
-fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<tokio::net::TcpListener> {
-    listen::bind(addr, opts)
 }
 
 fn write_pid(path: &std::path::Path) -> std::io::Result<()> {

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod certs;
 pub mod nginx;
 mod seed;
+pub mod workers;
 
 #[allow(unused_imports)]
 pub use seed::*;
