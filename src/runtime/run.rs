@@ -32,6 +32,7 @@ pub fn run(config: Config, reload_from: Option<LoadOptions>, demo: bool) -> Exit
         WorkerProcesses::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         WorkerProcesses::Count(n) => n,
     };
+    super::workers::set_count(workers);
     if let Some(n) = config.main.worker_rlimit_nofile {
         raise_nofile(n);
     }

@@ -13,8 +13,10 @@
 //! every poll, and gives each worker one loop that `busy_poll` can keep
 //! awake.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -27,6 +29,35 @@ use crate::conf::model::LogLevel;
 use crate::log::writer::os_error;
 use crate::server::vhost::ListenOptions;
 use crate::server::{conn, Generation};
+
+/// How many workers the process runs (set once, before any state that keeps
+/// something per worker, such as the upstream keepalive caches, is made).
+static COUNT: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this thread is (0: the main thread, and any thread that is
+    /// not a worker).
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+pub fn set_count(n: usize) {
+    COUNT.store(n.max(1), Relaxed);
+}
+
+pub fn count() -> usize {
+    COUNT.load(Relaxed)
+}
+
+/// The calling thread's worker, below [`count`].
+pub fn index() -> usize {
+    INDEX.get()
+}
+
+/// Makes the calling thread worker `i`, for tests of per-worker state.
+#[cfg(test)]
+pub fn become_worker(i: usize) {
+    INDEX.set(i);
+}
 
 pub struct Workers {
     /// Every worker's runtime, the main thread's first.
@@ -50,7 +81,10 @@ impl Workers {
             let exit = exit.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
-                .spawn(move || rt.block_on(exit.cancelled()))?;
+                .spawn(move || {
+                    INDEX.set(i);
+                    rt.block_on(exit.cancelled())
+                })?;
             threads.push(thread);
         }
         Ok(Workers {

@@ -3,7 +3,10 @@
 //! nginx keeps, per worker and per upstream group, at most N idle
 //! connections to any of the group's peers, most recently used first; a
 //! connection put back into a full cache evicts the least recently used one.
-//! sluice is one process, so the cache is one per group. Idle connections are
+//! sluice keeps one per group and worker thread, as nginx does per worker
+//! process: a connection's task runs on the worker that opened it, and a
+//! request on another worker would cross threads twice per exchange to use
+//! it. Idle connections are
 //! hyper http1 senders whose connection task runs on its own; a connection the
 //! upstream closed while idle shows as closed (hyper reads while idle) and is
 //! never handed out. The cache lives outside the configuration and is carried
@@ -87,10 +90,16 @@ struct Idle {
     since: Instant,
 }
 
-/// One group's idle connections, most recently used at the front.
-#[derive(Default)]
+/// One group's idle connections, a cache per worker, each most recently
+/// used at the front.
 pub struct Pool {
-    idle: Mutex<VecDeque<Idle>>,
+    idle: Vec<Mutex<VecDeque<Idle>>>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::with_workers(crate::runtime::workers::count())
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -106,14 +115,21 @@ impl Pool {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        // Only plain moves happen under the lock; a poisoned one is intact.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn with_workers(n: usize) -> Self {
+        Pool {
+            idle: (0..n.max(1)).map(|_| Mutex::default()).collect(),
+        }
     }
 
-    /// Idle connections held (all peers).
+    /// The calling worker's cache.
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        let i = crate::runtime::workers::index().min(self.idle.len() - 1);
+        lock(&self.idle[i])
+    }
+
+    /// Idle connections held (all peers, all workers).
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|c| lock(c).len()).sum()
     }
 
     /// The most recently used idle connection to `addr` that is still open,
@@ -190,46 +206,63 @@ impl Pool {
     /// Closes idle connections past keepalive_timeout or keepalive_time, as
     /// nginx's timers do, so an idle pool does not hold sockets forever.
     pub fn sweep(&self, limits: &Limits) {
-        let now = Instant::now();
-        let mut idle = self.lock();
-        let mut expired_conns = Vec::new();
-        let mut i = 0;
-        while i < idle.len() {
-            if expired(&idle[i], limits, now) {
-                if let Some(e) = idle.remove(i) {
-                    expired_conns.push(e);
-                }
-            } else {
-                i += 1;
-            }
+        for cache in &self.idle {
+            sweep(cache, limits);
         }
-        drop(idle);
-        drop(expired_conns);
     }
 
     /// Keeps only connections to `addrs` (after a reload changed the group)
     /// and closes everything when the group has no `keepalive` any more.
     pub fn retain(&self, addrs: &[SocketAddr], limits: Option<&Limits>) {
-        let mut idle = self.lock();
-        let removed: Vec<Idle> = match limits {
-            None => idle.drain(..).collect(),
-            Some(l) => {
-                let mut keep = VecDeque::new();
-                let mut removed = Vec::new();
-                for e in idle.drain(..) {
-                    if addrs.contains(&e.addr) && keep.len() < l.max_idle {
-                        keep.push_back(e);
-                    } else {
-                        removed.push(e);
-                    }
-                }
-                *idle = keep;
-                removed
-            }
-        };
-        drop(idle);
-        drop(removed);
+        for cache in &self.idle {
+            retain(cache, addrs, limits);
+        }
     }
+}
+
+fn lock(cache: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    // Only plain moves happen under the lock; a poisoned one is intact.
+    cache.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sweep(cache: &Mutex<VecDeque<Idle>>, limits: &Limits) {
+    let now = Instant::now();
+    let mut idle = lock(cache);
+    let mut expired_conns = Vec::new();
+    let mut i = 0;
+    while i < idle.len() {
+        if expired(&idle[i], limits, now) {
+            if let Some(e) = idle.remove(i) {
+                expired_conns.push(e);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    drop(idle);
+    drop(expired_conns);
+}
+
+fn retain(cache: &Mutex<VecDeque<Idle>>, addrs: &[SocketAddr], limits: Option<&Limits>) {
+    let mut idle = lock(cache);
+    let removed: Vec<Idle> = match limits {
+        None => idle.drain(..).collect(),
+        Some(l) => {
+            let mut keep = VecDeque::new();
+            let mut removed = Vec::new();
+            for e in idle.drain(..) {
+                if addrs.contains(&e.addr) && keep.len() < l.max_idle {
+                    keep.push_back(e);
+                } else {
+                    removed.push(e);
+                }
+            }
+            *idle = keep;
+            removed
+        }
+    };
+    drop(idle);
+    drop(removed);
 }
 
 /// Returns the connection of a finished exchange to its group's cache. hyper
@@ -342,6 +375,27 @@ mod tests {
         let got = pool.take(b, &lim).expect("b");
         assert!(got.reused);
         assert_eq!(got.requests, 2);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_worker_has_a_cache_of_its_own() {
+        use crate::runtime::workers::become_worker;
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("a");
+        let pool = Pool::with_workers(2);
+        let lim = limits(1);
+        let (c0, _s0) = connect(&l).await;
+        let (c1, _s1) = connect(&l).await;
+        pool.put(a, c0, &lim);
+        become_worker(1);
+        assert!(pool.take(a, &lim).is_none(), "worker 0's connection");
+        // A full cache of worker 0 does not evict worker 1's.
+        pool.put(a, c1, &lim);
+        assert_eq!(pool.idle_count(), 2);
+        become_worker(0);
+        assert!(pool.take(a, &lim).is_some());
+        assert!(pool.take(a, &lim).is_none(), "worker 1's connection");
         assert_eq!(pool.idle_count(), 1);
     }
 
