@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use common::workers::{voluntary_switches, worker_states};
+use common::workers::{all_asleep, voluntary_switches, worker_states};
 use common::{free_port, main_block, wait_until, Sluice};
 
 fn conf(port: u16, main_extra: &str) -> String {
@@ -78,9 +78,7 @@ fn a_busy_polling_worker_sleeps_once_traffic_stops() {
     let s = Sluice::start("busy-idle", &conf(port, "busy_poll 1ms;"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     requests(addr, 200);
-    wait_until("the worker to sleep after its window", || {
-        worker_states(&s).iter().all(|c| *c == 'S')
-    });
+    wait_until("the worker to sleep after its window", || all_asleep(&s));
 }
 
 #[test]
@@ -104,9 +102,7 @@ fn a_reload_turns_busy_polling_on_and_off() {
     // its hour.
     reload("busy_poll off;", "3");
     requests(addr, 1);
-    wait_until("the worker to sleep", || {
-        worker_states(&s).iter().all(|c| *c == 'S')
-    });
+    wait_until("the worker to sleep", || all_asleep(&s));
 }
 
 #[test]

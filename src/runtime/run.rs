@@ -155,7 +155,7 @@ async fn serve(
     let current = Arc::new(ArcSwap::from_pointee(gen));
     let permits = Arc::new(Semaphore::new(worker_connections.saturating_mul(workers)));
     let accept_stop = CancellationToken::new();
-    let pool = match Workers::start(workers) {
+    let worker_loops = match Workers::start(workers) {
         Ok(w) => w,
         Err(e) => return startup.fail(&format!("cannot start worker threads: {e}")),
     };
@@ -163,7 +163,7 @@ async fn serve(
     let mut listeners: HashMap<SocketAddr, CancellationToken> = HashMap::new();
     for (addr, opts, l) in bound.listeners {
         let stop = accept_stop.child_token();
-        if let Err(e) = pool.accept(addr, opts, &l, &current, &permits, &stop) {
+        if let Err(e) = worker_loops.accept(addr, opts, &l, &current, &permits, &stop) {
             return startup.fail(&format!("bind() to {addr} failed ({})", os_error(&e)));
         }
         listeners.insert(addr, stop);
@@ -171,7 +171,7 @@ async fn serve(
     // Freed memory back to the system after bursts of closed connections.
     tokio::spawn(super::trim::run());
     let window = current.load().config.main.busy_poll;
-    pool.spawn_each(move || async move { super::busy::configure(window) });
+    worker_loops.spawn_each(move || async move { super::busy::configure(window) });
     let mut echo_task = None;
     if let Some(l) = bound.echo {
         match tokio::net::TcpListener::from_std(l) {
@@ -244,7 +244,7 @@ async fn serve(
                                 checks = crate::upstream::check::start(&g.upstreams);
                                 super::drain::reloaded(&g);
                                 let window = g.config.main.busy_poll;
-                                pool.spawn_each(move || async move { super::busy::configure(window) });
+                                worker_loops.spawn_each(move || async move { super::busy::configure(window) });
                                 current.store(Arc::new(g));
                                 old.retired.cancel(); // h2: GOAWAY on the old generation's connections
                                 listeners.retain(|addr, stop| {
@@ -259,7 +259,7 @@ async fn serve(
                                         continue;
                                     }
                                     let stop = accept_stop.child_token();
-                                    match listen::bind_std(addr, opts).and_then(|l| pool.accept(addr, opts, &l, &current, &permits, &stop)) {
+                                    match listen::bind_std(addr, opts).and_then(|l| worker_loops.accept(addr, opts, &l, &current, &permits, &stop)) {
                                         Ok(()) => {
                                             listeners.insert(addr, stop);
                                         }
@@ -311,7 +311,7 @@ async fn serve(
         .await;
     }
     shutdown.cancel();
-    pool.stop();
+    worker_loops.stop();
     if let Some(t) = echo_task {
         t.abort();
     }

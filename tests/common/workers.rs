@@ -53,3 +53,8 @@ pub fn worker_states(s: &Sluice) -> Vec<char> {
         .map(|st| field(st, "State").chars().next().unwrap_or('?'))
         .collect()
 }
+
+/// Whether every worker sleeps (none polls).
+pub fn all_asleep(s: &Sluice) -> bool {
+    worker_states(s).iter().all(|c| *c == 'S')
+}
