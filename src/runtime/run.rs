@@ -170,8 +170,7 @@ async fn serve(
     }
     // Freed memory back to the system after bursts of closed connections.
     tokio::spawn(super::trim::run());
-    let window = current.load().config.main.busy_poll;
-    worker_loops.spawn_each(move || async move { super::busy::configure(window) });
+    worker_loops.busy_poll(current.load().config.main.busy_poll);
     let mut echo_task = None;
     if let Some(l) = bound.echo {
         match tokio::net::TcpListener::from_std(l) {
@@ -243,8 +242,7 @@ async fn serve(
                                 let wanted: HashMap<SocketAddr, ListenOptions> = g.vhosts.listen_addrs().into_iter().collect();
                                 checks = crate::upstream::check::start(&g.upstreams);
                                 super::drain::reloaded(&g);
-                                let window = g.config.main.busy_poll;
-                                worker_loops.spawn_each(move || async move { super::busy::configure(window) });
+                                worker_loops.busy_poll(g.config.main.busy_poll);
                                 current.store(Arc::new(g));
                                 old.retired.cancel(); // h2: GOAWAY on the old generation's connections
                                 listeners.retain(|addr, stop| {

@@ -8,10 +8,10 @@
 //! registered in each worker's epoll (as nginx's workers share theirs with
 //! `accept_mutex off`), or with `listen ... reuseport` on a socket of its own
 //! (as nginx does), which spreads connections evenly. A connection stays on
-//! the worker that accepted it, with its upstream connections and tunnel. Against one work-stealing
-//! runtime this saves the scheduler's atomics and cross-thread wake-ups on
-//! every poll, and gives each worker one loop that `busy_poll` can keep
-//! awake.
+//! the worker that accepted it, with its upstream connections and tunnel.
+//! Against one work-stealing runtime this saves the scheduler's atomics and
+//! cross-thread wake-ups on every poll, and gives each worker one loop that
+//! `busy_poll` can keep awake.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -95,13 +95,18 @@ impl Workers {
     }
 
     /// Runs `task()` on every worker.
-    pub fn spawn_each<F>(&self, task: impl Fn() -> F)
+    fn spawn_each<F>(&self, task: impl Fn() -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         for h in &self.handles {
             h.spawn(task());
         }
+    }
+
+    /// Applies a configuration's `busy_poll` in every worker.
+    pub fn busy_poll(&self, window: Option<std::time::Duration>) {
+        self.spawn_each(move || async move { super::busy::configure(window) });
     }
 
     /// Accepts on `listener` in every worker until `stop`. With

@@ -122,7 +122,7 @@ impl Pool {
     }
 
     /// The calling worker's cache.
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    fn own_cache(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         let i = crate::runtime::workers::index().min(self.idle.len() - 1);
         lock(&self.idle[i])
     }
@@ -136,7 +136,7 @@ impl Pool {
     /// ready and within its limits. Stale ones met on the way are closed.
     pub fn take(&self, addr: SocketAddr, limits: &Limits) -> Option<PooledConn> {
         let now = Instant::now();
-        let mut idle = self.lock();
+        let mut idle = self.own_cache();
         let mut dropped = Vec::new();
         let mut found = None;
         let mut i = 0;
@@ -181,7 +181,7 @@ impl Pool {
         {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = self.own_cache();
         idle.push_front(Idle {
             addr,
             conn,
@@ -390,7 +390,7 @@ mod tests {
         pool.put(a, c0, &lim);
         become_worker(1);
         assert!(pool.take(a, &lim).is_none(), "worker 0's connection");
-        // A full cache of worker 0 does not evict worker 1's.
+        // Worker 1's put does not evict worker 0's connection (one each).
         pool.put(a, c1, &lim);
         assert_eq!(pool.idle_count(), 2);
         become_worker(0);
