@@ -530,7 +530,12 @@ pub static DIRECTIVES: &[Spec] = &[
     d("ip_hash", UPSTREAM, n(0), OK),
     d("hash", UPSTREAM, Range(1, 2), OK),
     d("random", UPSTREAM, Range(0, 2), OK),
-    d("keepalive", UPSTREAM, n(1), OK),
+    d(
+        "keepalive",
+        UPSTREAM,
+        n(1),
+        Differs("a connection idle for less than 10 ms is not closed to make room; the cache may briefly hold more than N"),
+    ),
     d("keepalive_time", UPSTREAM, n(1), OK),
     d(
         "zone",
