@@ -541,6 +541,30 @@ fn a_finished_upstream_connection_is_reset_so_sluice_keeps_no_time_wait() {
 }
 
 #[test]
+fn an_upstream_head_larger_than_proxy_buffer_size_is_a_502() {
+    // nginx reads the response head into one proxy_buffer_size buffer (4k
+    // by default here) and answers 502 when it does not fit.
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+        "a".repeat(5000)
+    );
+    let (addr, _ends) = backend_reporting_ends(Box::leak(reply.into_bytes().into_boxed_slice()));
+    let port = common::free_port();
+    let locs = format!(
+        "location /default {{ proxy_pass http://{addr}; }}\n \
+         location /bigger {{ proxy_pass http://{addr}; proxy_buffer_size 8k; }}"
+    );
+    let s = Sluice::start("too-big-header", &conf(port, &locs, ""));
+    let resp = get(([127, 0, 0, 1], port).into(), "/default");
+    assert_eq!(status_of(&resp), 502);
+    let line = "upstream sent too big header while reading response header from upstream";
+    common::wait_until(line, || s.error_log().contains(line));
+    let resp = get(([127, 0, 0, 1], port).into(), "/bigger");
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(body_of(&resp), b"ok");
+}
+
+#[test]
 fn an_upstream_connection_cut_mid_response_is_closed_with_fin() {
     // The response promises more than it sends: hyper has not seen the
     // exchange to its end when the client's connection goes, so the upstream

@@ -40,6 +40,8 @@ enum AttemptError {
     Closed,
     #[error("upstream sent invalid header while reading response header from upstream")]
     InvalidHeader,
+    #[error("upstream sent too big header while reading response header from upstream")]
+    TooBigHeader,
     #[error("client intended to send too large body")]
     BodyTooLarge,
     #[error("client prematurely closed connection")]
@@ -58,7 +60,9 @@ impl AttemptError {
                 next_upstream::ERROR
             }
             AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => next_upstream::TIMEOUT,
-            AttemptError::InvalidHeader => next_upstream::INVALID_HEADER,
+            AttemptError::InvalidHeader | AttemptError::TooBigHeader => {
+                next_upstream::INVALID_HEADER
+            }
             AttemptError::BodyTooLarge
             | AttemptError::ClientBody
             | AttemptError::ClientBodyTimeout => 0,
@@ -495,6 +499,10 @@ async fn attempt(
             }
         };
         match result {
+            // nginx reads the head into one proxy_buffer_size buffer.
+            Ok(response) if head_size(&response) > settings.proxy_buffer_size => {
+                return Err(AttemptError::TooBigHeader);
+            }
             Ok(response) => {
                 return Ok(Attempt {
                     response,
@@ -653,6 +661,21 @@ pub fn reset_on_close(io: &UpstreamIo) {
     if let UpstreamStream::Plain(s) = &io.0 {
         crate::server::tls::reset_on_close(s);
     }
+}
+
+/// The size of a response head as the upstream sent it, near enough (the
+/// canonical spacing): status line, header lines and the empty line.
+fn head_size(r: &Response<Incoming>) -> u64 {
+    let reason = match r.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(p) => p.as_bytes().len(),
+        None => r.status().canonical_reason().map_or(0, str::len),
+    };
+    let lines: usize = r
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + ": \r\n".len())
+        .sum();
+    ("HTTP/1.1 200 ".len() + reason + "\r\n".len() + lines + "\r\n".len()) as u64
 }
 
 /// `Connection: close` among the header's tokens.
