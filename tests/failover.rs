@@ -54,6 +54,35 @@ fn without_keepalive_conditions_every_request_connects() {
 }
 
 #[test]
+fn an_invalid_head_counts_against_max_fails() {
+    // nginx: error, timeout and invalid_header always count as unsuccessful
+    // attempts, even when proxy_next_upstream does not retry them.
+    let (bad, good) = (NamedBackend::start("bad"), NamedBackend::start("good"));
+    bad.set_mode(Mode::BadHead);
+    let (text, addr) = conf(
+        &format!(
+            "  server {} max_fails=1 fail_timeout=60s;\n  server {};",
+            bad.addr, good.addr
+        ),
+        "",
+    );
+    let s = Sluice::start("invalid-head-fails", &text);
+    let statuses: Vec<u16> = (0..6).map(|_| get_once(addr, "/").0).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 502).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.hits(), 1);
+    // The warning follows the error line through the same log writer.
+    let warn = "upstream server temporarily disabled while reading response header from upstream";
+    wait_until(warn, || s.error_log().contains(warn));
+    assert!(s
+        .error_log()
+        .contains("upstream sent invalid header while reading response header from upstream"));
+}
+
+#[test]
 fn upstream_closing_idle_connections_never_fails_a_client() {
     let b = NamedBackend::start("a");
     b.set_mode(Mode::OkThenClose);

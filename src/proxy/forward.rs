@@ -69,6 +69,15 @@ impl AttemptError {
         }
     }
 
+    /// What nginx says it was doing when the try failed.
+    fn action(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) | AttemptError::ConnectTimeout => "connecting to upstream",
+            AttemptError::Tls(_) => "SSL handshaking to upstream",
+            _ => READING_HEADER,
+        }
+    }
+
     fn status(&self) -> u16 {
         match self {
             AttemptError::ConnectTimeout | AttemptError::HeaderTimeout => 504,
@@ -309,7 +318,7 @@ pub async fn forward(
                     && status != 101;
                 if retry_status {
                     if cond != next_upstream::HTTP_403 && cond != next_upstream::HTTP_404 {
-                        fail_peer(&mut peer);
+                        fail_peer(&mut peer, READING_HEADER);
                     }
                     up_info.tries.push(UpstreamTry {
                         addr: Some(addr),
@@ -364,8 +373,12 @@ pub async fn forward(
                     response_ms: Some(millis(t0.elapsed())),
                 });
                 let cond = e.condition();
-                if cond & (next_upstream::ERROR | next_upstream::TIMEOUT) != 0 {
-                    fail_peer(&mut peer);
+                // nginx: error, timeout and invalid_header always count as
+                // unsuccessful attempts (max_fails).
+                let failed =
+                    next_upstream::ERROR | next_upstream::TIMEOUT | next_upstream::INVALID_HEADER;
+                if cond & failed != 0 {
+                    fail_peer(&mut peer, e.action());
                 }
                 let may_retry = settings.proxy_next_upstream & cond != 0
                     && (!has_body)
@@ -746,7 +759,7 @@ fn relay(
         let Some(client_up) = client_upgrade else {
             let ctx = log_ctx(&state, None);
             crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "upstream sent \"101 Switching Protocols\" to a request without Upgrade while reading response header from upstream{ctx}");
-            fail_peer(&mut peer);
+            fail_peer(&mut peer, READING_HEADER);
             return finish_error(state, 502, tokens, up_info);
         };
         let upstream_up = UpstreamUpgrade::of(ok.driver, &mut response);
@@ -850,16 +863,20 @@ impl super::body::OnDone for ResponseDone {
     }
 }
 
-/// Reports a failed try; nginx warns when it takes the server out.
-fn fail_peer(peer: &mut PeerGuard) {
+/// Reports a failed try; nginx warns when it takes the server out, naming
+/// what it was doing (`action`).
+fn fail_peer(peer: &mut PeerGuard, action: &str) {
     if peer.fail() {
         crate::error_log!(
             LogLevel::Warn,
-            "upstream server temporarily disabled while connecting to upstream, upstream: \"{}\"",
+            "upstream server temporarily disabled while {action}, upstream: \"{}\"",
             peer.addr()
         );
     }
 }
+
+/// nginx's words for the phase after the request was sent.
+const READING_HEADER: &str = "reading response header from upstream";
 
 /// nginx's `, client: ..., server: ..., request: "...", upstream: "...", host: "..."`.
 fn log_ctx(state: &RequestState, upstream: Option<&str>) -> String {

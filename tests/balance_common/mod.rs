@@ -28,6 +28,8 @@ pub enum Mode {
     /// the next one and closes without answering: a reused connection that
     /// fails after the request was written.
     DropSecond = 5,
+    /// Answers with a head that is not HTTP (nginx's invalid_header).
+    BadHead = 6,
 }
 
 #[derive(Default)]
@@ -219,6 +221,10 @@ fn serve(conn: TcpStream, s: Shared) {
                 return;
             }
             m if m == Mode::Close as u8 => return,
+            m if m == Mode::BadHead as u8 => {
+                let _ = conn.write_all(b"HTTP/1.1 2x0 Nope\r\n\r\n");
+                return;
+            }
             _ => 200,
         };
         let out = format!(
