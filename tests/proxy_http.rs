@@ -565,6 +565,55 @@ fn an_upstream_head_larger_than_proxy_buffer_size_is_a_502() {
 }
 
 #[test]
+fn an_upstream_body_that_fails_is_logged_as_nginx_logs_it() {
+    use std::io::{BufRead, BufReader, Write};
+    // A backend that answers and closes: a body shorter than its length,
+    // or chunks that are not chunks.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let (mut first, mut line) = (String::new(), String::new());
+            let _ = r.read_line(&mut first);
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let reply: &[u8] = if first.contains("/chunked") {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok"
+            };
+            let _ = s.write_all(reply);
+        }
+    });
+    let port = common::free_port();
+    let loc = format!("location / {{ proxy_pass http://{addr}; }}");
+    let s = Sluice::start("body-fails", &conf(port, &loc, ""));
+    for (path, what) in [
+        (
+            "/short",
+            "upstream prematurely closed connection while reading upstream",
+        ),
+        (
+            "/chunked",
+            "upstream sent invalid chunked response while reading upstream",
+        ),
+    ] {
+        // The client's connection is closed: the response cannot be whole.
+        let _ = get(([127, 0, 0, 1], port).into(), path);
+        let want = format!(
+            "{what}, client: 127.0.0.1, server: localhost, request: \"GET {path} HTTP/1.1\", upstream: \"http://{addr}{path}\""
+        );
+        common::wait_until(&want, || s.error_log().contains(&want));
+        let log = s.error_log();
+        let line = log.lines().find(|l| l.contains(&want));
+        assert!(line.is_some_and(|l| l.contains(" [error] ")), "{log}");
+    }
+}
+
+#[test]
 fn an_upstream_connection_cut_mid_response_is_closed_with_fin() {
     // The response promises more than it sends: hyper has not seen the
     // exchange to its end when the client's connection goes, so the upstream

@@ -165,9 +165,11 @@ where
 }
 
 /// Called once when a response body ends, with the body bytes sent and
-/// whether it completed.
+/// whether it completed; and before that, when the body fails.
 pub trait OnDone: Send + Sync + 'static {
     fn done(self: Box<Self>, body_bytes: u64, complete: bool);
+
+    fn failed(&self, _e: &(dyn std::error::Error + 'static)) {}
 }
 
 pin_project_lite::pin_project! {
@@ -225,6 +227,11 @@ where
             Poll::Ready(None) => {
                 if let Some(hook) = this.hook.take() {
                     hook.done(*this.sent, true);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(hook) = this.hook.as_ref() {
+                    hook.failed(&**e);
                 }
             }
             _ => {}

@@ -339,20 +339,19 @@ pub async fn forward(
                     header_ms: Some(millis(ok.header_time)),
                     response_ms: None,
                 });
-                return Ok(relay(state, ok, peer, client_upgrade, up_info, t0, matcher));
+                let sent = Sent { t0, target };
+                return Ok(relay(
+                    state,
+                    ok,
+                    peer,
+                    client_upgrade,
+                    up_info,
+                    sent,
+                    matcher,
+                ));
             }
             Err(e) => {
-                let log_addr = format!(
-                    "{}://{}{}",
-                    if pp.scheme == crate::conf::model::Scheme::Https {
-                        "https"
-                    } else {
-                        "http"
-                    },
-                    addr,
-                    target
-                );
-                let ctx = log_ctx(&state, Some(&log_addr));
+                let ctx = log_ctx(&state, Some(&upstream_url(&pp, addr, &target)));
                 if let AttemptError::ClientBodyTimeout = e {
                     return Err(body_timed_out(state, &e, &ctx));
                 }
@@ -729,7 +728,7 @@ fn relay(
     mut peer: PeerGuard,
     client_upgrade: Option<OnUpgrade>,
     mut up_info: UpstreamInfo,
-    t0: Instant,
+    Sent { t0, target }: Sent,
     matcher: &LocationMatch,
 ) -> Response<ProxyBody> {
     // h2: WebSocket over HTTP/2 answers the stream itself (proxy::h2ws).
@@ -837,9 +836,16 @@ fn relay(
         },
         t0,
         keep,
+        target,
         _peer: peer,
     });
     resp.map(|b| Finished::new(b, hook).boxed())
+}
+
+/// When the request went out and what it asked the upstream for.
+struct Sent {
+    t0: Instant,
+    target: String,
 }
 
 /// Keeps the peer counted as busy until the response body is done.
@@ -847,6 +853,8 @@ struct ResponseDone {
     log: LogWhenDone,
     t0: Instant,
     keep: Option<PooledConn>,
+    /// The upstream request's target, for an error line about the body.
+    target: String,
     _peer: PeerGuard,
 }
 
@@ -861,6 +869,55 @@ impl super::body::OnDone for ResponseDone {
         }
         log.log(body_bytes);
     }
+
+    /// nginx logs an upstream body that fails at `error`.
+    fn failed(&self, e: &(dyn std::error::Error + 'static)) {
+        let state = &self.log.state;
+        let url = state
+            .proxy
+            .as_ref()
+            .map(|pp| upstream_url(pp, self._peer.addr(), &self.target));
+        let ctx = log_ctx(state, url.as_deref());
+        let what = body_failure(e);
+        crate::error_log!(LogLevel::Error, conn = state.conn.info.id, "{what}{ctx}");
+    }
+}
+
+/// nginx's words for a response body that failed on its way from the
+/// upstream.
+fn body_failure(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return b.to_string();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    "upstream prematurely closed connection while reading upstream".into()
+                }
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    "upstream sent invalid chunked response while reading upstream".into()
+                }
+                _ => format!("recv() failed ({}) while reading upstream", io_reason(io)),
+            };
+        }
+        src = s.source();
+    }
+    "upstream prematurely closed connection while reading upstream".into()
+}
+
+/// The upstream as nginx's error lines name it: scheme, peer, target.
+fn upstream_url(
+    pp: &crate::conf::model::ProxyPass,
+    addr: std::net::SocketAddr,
+    target: &str,
+) -> String {
+    let scheme = match pp.scheme {
+        crate::conf::model::Scheme::Https => "https",
+        crate::conf::model::Scheme::Http => "http",
+    };
+    format!("{scheme}://{addr}{target}")
 }
 
 /// Reports a failed try; nginx warns when it takes the server out, naming
