@@ -591,18 +591,23 @@ fn an_upstream_body_that_fails_is_logged_as_nginx_logs_it() {
     let port = common::free_port();
     let loc = format!("location / {{ proxy_pass http://{addr}; }}");
     let s = Sluice::start("body-fails", &conf(port, &loc, ""));
-    for (path, what) in [
+    for (path, cut, what) in [
         (
             "/short",
+            &b"ok"[..],
             "upstream prematurely closed connection while reading upstream",
         ),
         (
             "/chunked",
+            &b"2\r\nok\r\n"[..],
             "upstream sent invalid chunked response while reading upstream",
         ),
     ] {
-        // The client's connection is closed: the response cannot be whole.
-        let _ = get(([127, 0, 0, 1], port).into(), path);
+        // The client gets the head and what came of the body, then the
+        // close, as from nginx: 2 of 10 bytes, or one chunk and no last one.
+        let resp = get(([127, 0, 0, 1], port).into(), path);
+        assert_eq!(status_of(&resp), 200, "{path}");
+        assert_eq!(body_of(&resp), cut, "{path}");
         let want = format!(
             "{what}, client: 127.0.0.1, server: localhost, request: \"GET {path} HTTP/1.1\", upstream: \"http://{addr}{path}\""
         );

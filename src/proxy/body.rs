@@ -174,6 +174,11 @@ pub trait OnDone: Send + Sync + 'static {
 
 pin_project_lite::pin_project! {
     /// Runs an [`OnDone`] hook when the body ends or is dropped.
+    ///
+    /// A failure is held back for one poll: hyper drops what it has not
+    /// written yet when a body fails, so the head and the bytes before the
+    /// failure go out first, and the client sees a cut response, as from
+    /// nginx, rather than a connection closed with nothing.
     pub struct Finished<B> {
         #[pin]
         inner: B,
@@ -182,6 +187,7 @@ pin_project_lite::pin_project! {
         // `is_end_stream()` is true without polling it to `None`.
         ended: bool,
         hook: Option<Box<dyn OnDone>>,
+        failure: Option<BoxError>,
     }
     impl<B> PinnedDrop for Finished<B> {
         fn drop(this: Pin<&mut Self>) {
@@ -200,6 +206,7 @@ impl<B> Finished<B> {
             sent: 0,
             ended: false,
             hook: Some(hook),
+            failure: None,
         }
     }
 }
@@ -216,27 +223,35 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if let Some(e) = this.failure.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let r = this.inner.as_mut().poll_frame(cx);
-        match &r {
+        match r {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(hook) = this.hook.as_ref() {
+                    hook.failed(&*e);
+                }
+                // With nothing from the body now, hyper writes what it holds.
+                *this.failure = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     *this.sent += d.len() as u64;
                 }
                 *this.ended = this.inner.is_end_stream();
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 if let Some(hook) = this.hook.take() {
                     hook.done(*this.sent, true);
                 }
+                Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(hook) = this.hook.as_ref() {
-                    hook.failed(&**e);
-                }
-            }
-            _ => {}
+            Poll::Pending => Poll::Pending,
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
