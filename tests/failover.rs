@@ -17,6 +17,21 @@ fn conf(upstream: &str, location_extra: &str) -> (String, SocketAddr) {
     (text, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// A group of a backend that fails in `mode`, taken out after one failure
+/// for `fail_timeout`, and one that answers.
+fn one_failing(mode: Mode, fail_timeout: &str) -> (NamedBackend, NamedBackend, String, SocketAddr) {
+    let (bad, good) = (NamedBackend::start("bad"), NamedBackend::start("good"));
+    bad.set_mode(mode);
+    let (text, addr) = conf(
+        &format!(
+            "  server {} max_fails=1 fail_timeout={fail_timeout};\n  server {};",
+            bad.addr, good.addr
+        ),
+        "",
+    );
+    (bad, good, text, addr)
+}
+
 const KEEPALIVE: &str = "   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n";
 
 #[test]
@@ -57,15 +72,7 @@ fn without_keepalive_conditions_every_request_connects() {
 fn an_invalid_head_counts_against_max_fails() {
     // nginx: error, timeout and invalid_header always count as unsuccessful
     // attempts, even when proxy_next_upstream does not retry them.
-    let (bad, good) = (NamedBackend::start("bad"), NamedBackend::start("good"));
-    bad.set_mode(Mode::BadHead);
-    let (text, addr) = conf(
-        &format!(
-            "  server {} max_fails=1 fail_timeout=60s;\n  server {};",
-            bad.addr, good.addr
-        ),
-        "",
-    );
+    let (bad, _good, text, addr) = one_failing(Mode::BadHead, "60s");
     let s = Sluice::start("invalid-head-fails", &text);
     let statuses: Vec<u16> = (0..6).map(|_| get_once(addr, "/").0).collect();
     assert_eq!(
@@ -218,34 +225,25 @@ fn server_answering_502_is_passed_over() {
 
 #[test]
 fn failed_server_is_skipped_for_fail_timeout_then_retried() {
-    let a = NamedBackend::start("a");
-    let x = NamedBackend::start("x");
-    x.set_mode(Mode::Close);
-    let (text, addr) = conf(
-        &format!(
-            "  server {} max_fails=1 fail_timeout=2s;\n  server {};",
-            x.addr, a.addr
-        ),
-        "",
-    );
+    let (bad, _good, text, addr) = one_failing(Mode::Close, "2s");
     let s = Sluice::start("fo-fail-timeout", &text);
-    // Round robin reaches x within two requests; it fails and a answers.
+    // Round robin reaches bad within two requests; it fails and good answers.
     for _ in 0..2 {
-        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+        assert_eq!(get_once(addr, "/"), (200, "good".to_string()));
     }
     let failed_at = std::time::Instant::now();
-    let hits = x.hits();
+    let hits = bad.hits();
     assert_eq!(hits, 1);
     for _ in 0..6 {
-        assert_eq!(get_once(addr, "/"), (200, "a".to_string()));
+        assert_eq!(get_once(addr, "/"), (200, "good".to_string()));
     }
     // Only meaningful if those requests ran inside fail_timeout.
     if failed_at.elapsed() < std::time::Duration::from_millis(1500) {
-        assert_eq!(x.hits(), hits, "x was tried inside its fail_timeout");
+        assert_eq!(bad.hits(), hits, "bad was tried inside its fail_timeout");
     }
-    x.set_mode(Mode::Ok);
-    wait_until("x tried again after fail_timeout", || {
-        get_once(addr, "/").1 == "x"
+    bad.set_mode(Mode::Ok);
+    wait_until("bad tried again after fail_timeout", || {
+        get_once(addr, "/").1 == "bad"
     });
     drop(s);
 }

@@ -893,9 +893,7 @@ fn body_failure(e: &(dyn std::error::Error + 'static)) -> String {
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    "upstream prematurely closed connection while reading upstream".into()
-                }
+                std::io::ErrorKind::UnexpectedEof => CLOSED_EARLY.into(),
                 std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
                     "upstream sent invalid chunked response while reading upstream".into()
                 }
@@ -904,8 +902,10 @@ fn body_failure(e: &(dyn std::error::Error + 'static)) -> String {
         }
         src = s.source();
     }
-    "upstream prematurely closed connection while reading upstream".into()
+    CLOSED_EARLY.into()
 }
+
+const CLOSED_EARLY: &str = "upstream prematurely closed connection while reading upstream";
 
 /// The upstream as nginx's error lines name it: scheme, peer, target.
 fn upstream_url(
