@@ -118,9 +118,11 @@ pub async fn accept_loop(
             _permit: permit,
         });
         let conn_stop = stop.clone();
-        tokio::spawn(crate::runtime::busy::active(serve(
+        // Boxed: a connection's future holds hyper's dispatcher and a request's
+        // future (several KiB), and a spawn moves it several times by value.
+        tokio::spawn(crate::runtime::busy::active(Box::pin(serve(
             stream, gen, state, settings, limits, conn_stop, tls,
-        )));
+        ))));
     }
 }
 
