@@ -140,6 +140,39 @@ fn upstream_closing_without_answer_is_502() {
 }
 
 #[test]
+fn a_retry_sends_the_same_head_as_the_first_try() {
+    // The first peer reads the request and closes: the request moves to the
+    // second, whose head sluice makes anew rather than keeping a copy.
+    let first = Backend::start(Reply::Close);
+    let second = Backend::ok("two");
+    let port = common::free_port();
+    let body = "location / { proxy_pass http://pair; proxy_http_version 1.1;\n\
+         proxy_set_header X-Fixed \"one\"; proxy_set_header X-Uri \"$request_uri/$host\";\n\
+         proxy_set_header Accept \"\"; }";
+    let http = format!(
+        " upstream pair {{ server {}; server {}; }}",
+        first.addr, second.addr
+    );
+    let s = Sluice::start("retry-head", &conf(port, body, &http));
+    let resp = raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        b"GET /r?q=1 HTTP/1.1\r\nHost: localhost\r\nX-Client: c\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(body_of(&resp), b"two");
+    assert_eq!((first.count(), second.count()), (1, 1));
+    let (a, b) = (first.last(), second.last());
+    assert_eq!(a.request_line, "GET /r?q=1 HTTP/1.1");
+    assert_eq!(b.request_line, a.request_line);
+    assert_eq!(b.headers, a.headers);
+    assert_eq!(a.header("x-fixed"), Some("one"));
+    assert_eq!(a.header("x-uri"), Some("/r?q=1/localhost"));
+    assert_eq!(a.header("x-client"), Some("c"));
+    assert_eq!(a.header("accept"), None);
+    drop(s);
+}
+
+#[test]
 fn return_text_and_redirect() {
     let port = common::free_port();
     let body = "location /t { return 200 \"hi $request_method\"; }\n location /r { return 301 http://example.com/x; }";

@@ -135,35 +135,9 @@ pub async fn forward(
         state.parts.uri.query(),
     );
     let version = headers::upstream_version(settings.proxy_http_version);
-    let mut head = HeaderMap::new();
-    {
-        let cx = state.vars(None, None);
-        // One allocation that every header value fits in, instead of a Vec
-        // grown in steps by the first value.
-        let mut buf = Vec::with_capacity(256);
-        for (name, tmpl) in &plan.set {
-            buf.clear();
-            tmpl.render(&cx, &mut buf);
-            if buf.is_empty() {
-                continue;
-            }
-            if let Some(v) = headers::value(&buf) {
-                head.append(name.clone(), v);
-            }
-        }
-        headers::reserve_length(
-            &mut head,
-            &state.parts.headers,
-            settings.proxy_pass_request_body,
-        );
-        if settings.proxy_pass_request_headers {
-            for (k, v) in state.parts.headers.iter() {
-                if !plan.overrides(k) {
-                    head.append(k.clone(), v.clone());
-                }
-            }
-        }
-    }
+    // The first try sends this head; a retry makes it anew (`remake_head`),
+    // so that no request keeps a copy in case one comes.
+    let mut head = upstream_head(&state, plan);
     // h2: an HTTP/2 WebSocket stream needs a location that proxies WebSockets.
     if super::h2ws::refused(&state, &head) {
         return Ok(super::h2ws::error(state, 501, None));
@@ -175,10 +149,8 @@ pub async fn forward(
 
     // The request body: streamed once, so only a request without one (or
     // whose body was not yet read) can move to another peer.
-    let declared_len = crate::server::request::content_length(&state.parts.headers);
-    let has_body = settings.proxy_pass_request_body
-        && (declared_len.is_some_and(|l| l > 0)
-            || state.parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let declared_len = state.framing.content_length;
+    let has_body = settings.proxy_pass_request_body && state.framing.has_body();
     let too_large = Arc::new(AtomicBool::new(false));
     let mut body_slot: Option<ProxyBody> = if has_body {
         let limited = Limited::new(
@@ -195,6 +167,8 @@ pub async fn forward(
     } else {
         None
     };
+    // The body's length for the upstream, once known.
+    let mut length = None;
     if has_body && declared_len.is_none() && settings.proxy_http_version == HttpVersion::Http10 {
         // An HTTP/1.0 upstream needs a length: read the chunked body first.
         let Some(b) = body_slot.take() else {
@@ -206,7 +180,7 @@ pub async fn forward(
         match b.collect().await {
             Ok(c) => {
                 let bytes = c.to_bytes();
-                head.insert(header::CONTENT_LENGTH, bytes.len().into());
+                length = Some(bytes.len() as u64);
                 body_slot = Some(body::full(bytes));
             }
             Err(e) => {
@@ -227,10 +201,10 @@ pub async fn forward(
         }
     } else if let Some(len) = declared_len.filter(|_| settings.proxy_pass_request_body) {
         // nginx passes `Content-Length: 0` on too.
-        head.insert(header::CONTENT_LENGTH, len.into());
-    } else {
-        head.remove(header::CONTENT_LENGTH);
+        length = Some(len);
     }
+    headers::set_length(&mut head, length);
+    let mut head = Some(head);
 
     let Some(group) = gen.upstreams.get(&pp.upstream) else {
         return Ok(crate::server::request::finish(
@@ -302,9 +276,8 @@ pub async fn forward(
             .version(version)
             .body(body_slot.take().unwrap_or_else(body::empty))
             .unwrap_or_else(|_| Request::new(body::empty()));
-        // The head is kept for another try only when one may follow.
-        let more = attempts < max_tries;
-        let result = attempt(&peer, req, &mut head, more, &settings).await;
+        let remake = || remake_head(&state, plan, length);
+        let result = attempt(&peer, req, head.take(), &remake, &settings, t0).await;
         let connect_time = result.as_ref().ok().map(|r| r.connect_time);
         match result {
             Ok(ok) => {
@@ -429,6 +402,26 @@ fn finish_error(
     resp.map(|b| Finished::new(b, hook).boxed())
 }
 
+/// The upstream request's header fields, before `Content-Length` is decided.
+fn upstream_head(state: &RequestState, plan: &headers::HeaderPlan) -> HeaderMap {
+    plan.head(
+        &state.vars(None, None),
+        &state.parts.headers,
+        &state.framing,
+        state.settings.proxy_pass_request_body,
+        state.settings.proxy_pass_request_headers,
+    )
+}
+
+/// The head again, for a retry, with the same length. Rendered anew: of the
+/// variables, only the clock's (`$msec`, `$time_local`, ...) can read later
+/// than in the first try's head.
+fn remake_head(state: &RequestState, plan: &headers::HeaderPlan, length: Option<u64>) -> HeaderMap {
+    let mut head = upstream_head(state, plan);
+    headers::set_length(&mut head, length);
+    head
+}
+
 struct Attempt {
     response: Response<Incoming>,
     connect_time: Duration,
@@ -445,24 +438,25 @@ struct Attempt {
 /// any response byte (the upstream's idle close racing the request) is
 /// replaced by a fresh one, as nginx does, without counting a peer failure.
 ///
-/// `req` comes without its header fields: they are `head`, moved into the
-/// request unless `keep_head` (another try may follow) or a reused
-/// connection may need the request again, so that the common case copies
-/// no header map.
+/// `req` comes without its header fields: they are `head`, the one forward
+/// built for its first try, or made by `remake` for a later one and for a
+/// request sent again, so that the common case copies no header map.
 async fn attempt(
     peer: &PeerGuard,
     req: Request<ProxyBody>,
-    head: &mut HeaderMap,
-    keep_head: bool,
+    head: Option<HeaderMap>,
+    remake: &(dyn Fn() -> HeaderMap + Sync),
     settings: &crate::conf::model::Settings,
+    t0: Instant,
 ) -> Result<Attempt, AttemptError> {
-    let t0 = Instant::now();
+    let mut head = Some(head.unwrap_or_else(remake));
     // nginx caches only connections of HTTP/1.1 requests not sent with
     // `Connection: close` (proxy_http_version 1.1, proxy_set_header Connection "").
+    let close = head.as_ref().is_some_and(wants_close);
     let cache = peer
         .group()
         .keepalive()
-        .filter(|_| req.version() == http::Version::HTTP_11 && !wants_close(head));
+        .filter(|_| req.version() == http::Version::HTTP_11 && !close);
     let mut cached = cache.and_then(|(pool, limits)| pool.take(peer.addr(), limits));
     let sent = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
@@ -492,11 +486,7 @@ async fn attempt(
         let resend = conn.reused && r.body().is_end_stream();
         if !headed {
             headed = true;
-            *r.headers_mut() = if keep_head || resend {
-                head.clone()
-            } else {
-                std::mem::take(head)
-            };
+            *r.headers_mut() = head.take().unwrap_or_else(remake);
         }
         let spare = resend.then(|| (r.method().clone(), r.uri().clone(), r.version()));
         let mut send = std::pin::pin!(conn.sender.try_send_request(r));
@@ -533,11 +523,7 @@ async fn attempt(
                             *b.method_mut() = method;
                             *b.uri_mut() = uri;
                             *b.version_mut() = version;
-                            *b.headers_mut() = if keep_head {
-                                head.clone()
-                            } else {
-                                std::mem::take(head)
-                            };
+                            *b.headers_mut() = remake();
                             b
                         })
                     });

@@ -30,8 +30,51 @@ pub struct RequestState {
     pub start: Instant,
     pub start_wall: SystemTime,
     pub request_length: u64,
+    /// The request body's framing, read once from the head.
+    pub framing: BodyFraming,
     pub settings: Arc<Settings>,
     pub proxy: Option<Arc<ProxyPass>>,
+}
+
+/// How the client framed its request body. Read once from the head (where
+/// nginx's checks on it are made too), so that the proxy path does not look
+/// the same headers up again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodyFraming {
+    /// The one `Content-Length`.
+    pub content_length: Option<u64>,
+    /// A `Transfer-Encoding` header is present.
+    pub transfer_encoding: bool,
+}
+
+impl BodyFraming {
+    /// `None` for what nginx refuses with 400: `Content-Length` together
+    /// with `Transfer-Encoding`, repeated, or not a number.
+    pub fn of(h: &http::HeaderMap) -> Option<BodyFraming> {
+        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+        let first = lengths.next();
+        let transfer_encoding = h.contains_key(header::TRANSFER_ENCODING);
+        if first.is_some() && (transfer_encoding || lengths.next().is_some()) {
+            return None;
+        }
+        let content_length = match first {
+            None => None,
+            Some(v) if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) => {
+                return None;
+            }
+            // Digits only: too many of them is the one failure.
+            Some(v) => Some(v.to_str().ok()?.parse().ok()?),
+        };
+        Some(BodyFraming {
+            content_length,
+            transfer_encoding,
+        })
+    }
+
+    /// Whether a body follows the head.
+    pub fn has_body(&self) -> bool {
+        self.content_length.is_some_and(|l| l > 0) || self.transfer_encoding
+    }
 }
 
 impl RequestState {
@@ -193,12 +236,12 @@ pub async fn handle(
     let http = gen.http();
     // Host: the absolute-form target's authority wins over the header.
     // Borrowed from the head; only the normalised name is kept.
+    let mut host_headers = parts.headers.get_all(header::HOST).iter();
+    let host_header = host_headers.next();
+    let repeated_host = host_headers.next().is_some();
     let host_raw = match parts.uri.authority() {
         Some(a) => Some(std::borrow::Cow::Borrowed(a.as_str())),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .map(|h| String::from_utf8_lossy(h.as_bytes())),
+        None => host_header.map(|h| String::from_utf8_lossy(h.as_bytes())),
     };
     let host_norm = match host_raw.as_deref().map(super::vhost::normalize_host) {
         Some(Ok(h)) => Some(h.into_owned()),
@@ -224,6 +267,7 @@ pub async fn handle(
     if !server.settings.underscores_in_headers && server.settings.ignore_invalid_headers {
         drop_underscored(&mut parts.headers);
     }
+    let framing = BodyFraming::of(&parts.headers);
 
     let mut state = RequestState {
         gen: gen.clone(),
@@ -237,15 +281,13 @@ pub async fn handle(
         start,
         start_wall,
         request_length,
+        framing: framing.unwrap_or_default(),
         settings: server.settings.clone(),
         proxy: None,
     };
     let tokens = server.settings.server_tokens;
 
-    if bad_host || missing_host || state.parts.headers.get_all(header::HOST).iter().count() > 1 {
-        return Ok(finish(state, pages::error(400, tokens, true)));
-    }
-    if has_smuggling_shape(&state.parts.headers) {
+    if bad_host || missing_host || repeated_host || framing.is_none() {
         return Ok(finish(state, pages::error(400, tokens, true)));
     }
     let merge = server.settings.merge_slashes;
@@ -305,7 +347,7 @@ pub async fn handle(
             Ok(finish(state, resp))
         }
         Handler::Proxy(pp) => {
-            if let Some(len) = content_length(&state.parts.headers) {
+            if let Some(len) = state.framing.content_length {
                 let max = state.settings.client_max_body_size;
                 if max != 0 && len > max {
                     crate::error_log!(crate::conf::model::LogLevel::Error,
@@ -388,18 +430,6 @@ pub fn content_length(h: &http::HeaderMap) -> Option<u64> {
     v.to_str().ok()?.trim().parse().ok()
 }
 
-/// nginx refuses Content-Length together with Transfer-Encoding, and
-/// Content-Length headers that disagree.
-fn has_smuggling_shape(h: &http::HeaderMap) -> bool {
-    let cls: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
-    let te = h.contains_key(header::TRANSFER_ENCODING);
-    (te && !cls.is_empty())
-        || cls.len() > 1
-        || cls
-            .first()
-            .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit) || v.is_empty())
-}
-
 /// Adds the access-log hook and nginx's response headers to a response
 /// sluice made itself.
 pub fn finish(state: RequestState, resp: Response<ProxyBody>) -> Response<ProxyBody> {
@@ -434,7 +464,44 @@ pub fn add_server_header(resp: &mut Response<ProxyBody>, tokens: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::HeaderNeeds;
+    use super::{BodyFraming, HeaderNeeds};
+
+    fn framing(headers: &[(&str, &str)]) -> Option<BodyFraming> {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        BodyFraming::of(&h)
+    }
+
+    #[test]
+    fn body_framing_is_read_once_with_nginx_s_refusals() {
+        let none = BodyFraming::default();
+        assert_eq!(framing(&[("host", "a")]), Some(none));
+        assert!(!none.has_body());
+        let cl = framing(&[("content-length", "12")]).expect("valid");
+        assert_eq!(cl.content_length, Some(12));
+        assert!(cl.has_body());
+        let empty = framing(&[("content-length", "0")]).expect("valid");
+        assert_eq!(empty.content_length, Some(0));
+        assert!(!empty.has_body());
+        let te = framing(&[("transfer-encoding", "chunked")]).expect("valid");
+        assert!(te.transfer_encoding && te.has_body());
+        // What nginx answers with 400.
+        for bad in [
+            &[("content-length", "3"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "3"), ("content-length", "3")],
+            &[("content-length", "-1")],
+            &[("content-length", "1 2")],
+            &[("content-length", "")],
+            &[("content-length", "99999999999999999999999")],
+        ] {
+            assert_eq!(framing(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn owned_uri_is_the_same_uri() {
