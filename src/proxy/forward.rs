@@ -21,7 +21,9 @@ use super::headers;
 use super::pages;
 use super::tunnel::{self, TunnelTimeouts};
 use crate::conf::model::{next_upstream, HttpVersion, LocationMatch, LogLevel};
-use crate::server::request::{add_server_header, LogWhenDone, RequestState, Unanswered};
+use crate::server::request::{
+    add_server_header, BodyFraming, LogWhenDone, RequestState, Unanswered,
+};
 use crate::server::tls::UpstreamStream;
 use crate::upstream::pool::PooledConn;
 use crate::upstream::{PeerGuard, PickError, PickInput, Tried};
@@ -111,6 +113,7 @@ fn status_condition(code: u16) -> u16 {
 /// Forwards a routed request; always answers (errors become nginx's pages).
 pub async fn forward(
     state: RequestState,
+    framing: BodyFraming,
     matcher: &LocationMatch,
     client_body: Incoming,
     client_upgrade: Option<OnUpgrade>,
@@ -137,7 +140,7 @@ pub async fn forward(
     let version = headers::upstream_version(settings.proxy_http_version);
     // The first try sends this head; a retry makes it anew (`remake_head`),
     // so that no request keeps a copy in case one comes.
-    let mut head = upstream_head(&state, plan);
+    let mut head = upstream_head(&state, plan, &framing);
     // h2: an HTTP/2 WebSocket stream needs a location that proxies WebSockets.
     if super::h2ws::refused(&state, &head) {
         return Ok(super::h2ws::error(state, 501, None));
@@ -149,8 +152,8 @@ pub async fn forward(
 
     // The request body: streamed once, so only a request without one (or
     // whose body was not yet read) can move to another peer.
-    let declared_len = state.framing.content_length;
-    let has_body = settings.proxy_pass_request_body && state.framing.has_body();
+    let declared_len = framing.content_length;
+    let has_body = settings.proxy_pass_request_body && framing.has_body();
     let too_large = Arc::new(AtomicBool::new(false));
     let mut body_slot: Option<ProxyBody> = if has_body {
         let limited = Limited::new(
@@ -276,7 +279,7 @@ pub async fn forward(
             .version(version)
             .body(body_slot.take().unwrap_or_else(body::empty))
             .unwrap_or_else(|_| Request::new(body::empty()));
-        let remake = || remake_head(&state, plan, length);
+        let remake = || remake_head(&state, plan, &framing, length);
         let result = attempt(&peer, req, head.take(), &remake, &settings, t0).await;
         let connect_time = result.as_ref().ok().map(|r| r.connect_time);
         match result {
@@ -403,11 +406,15 @@ fn finish_error(
 }
 
 /// The upstream request's header fields, before `Content-Length` is decided.
-fn upstream_head(state: &RequestState, plan: &headers::HeaderPlan) -> HeaderMap {
+fn upstream_head(
+    state: &RequestState,
+    plan: &headers::HeaderPlan,
+    framing: &BodyFraming,
+) -> HeaderMap {
     plan.head(
         &state.vars(None, None),
         &state.parts.headers,
-        &state.framing,
+        framing,
         state.settings.proxy_pass_request_body,
         state.settings.proxy_pass_request_headers,
     )
@@ -416,8 +423,13 @@ fn upstream_head(state: &RequestState, plan: &headers::HeaderPlan) -> HeaderMap 
 /// The head again, for a retry, with the same length. Rendered anew: of the
 /// variables, only the clock's (`$msec`, `$time_local`, ...) can read later
 /// than in the first try's head.
-fn remake_head(state: &RequestState, plan: &headers::HeaderPlan, length: Option<u64>) -> HeaderMap {
-    let mut head = upstream_head(state, plan);
+fn remake_head(
+    state: &RequestState,
+    plan: &headers::HeaderPlan,
+    framing: &BodyFraming,
+    length: Option<u64>,
+) -> HeaderMap {
+    let mut head = upstream_head(state, plan, framing);
     headers::set_length(&mut head, length);
     head
 }
@@ -1033,5 +1045,14 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(1_000_499)), 1000);
         assert_eq!(millis(Duration::from_micros(1500)), 2);
         assert_eq!(millis(Duration::from_micros(59_999_600)), 60_000);
+    }
+
+    /// A tunnel's log state is one box per open tunnel for as long as it
+    /// lasts: past 512 bytes it takes jemalloc's 640-byte size class, about
+    /// 0.13 KiB more per idle tunnel (496 bytes when this test was written).
+    #[test]
+    fn a_tunnel_s_log_fits_in_512_bytes() {
+        let size = std::mem::size_of::<TunnelDone>();
+        assert!(size <= 512, "TunnelDone is {size} bytes");
     }
 }

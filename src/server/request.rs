@@ -30,15 +30,14 @@ pub struct RequestState {
     pub start: Instant,
     pub start_wall: SystemTime,
     pub request_length: u64,
-    /// The request body's framing, read once from the head.
-    pub framing: BodyFraming,
     pub settings: Arc<Settings>,
     pub proxy: Option<Arc<ProxyPass>>,
 }
 
 /// How the client framed its request body. Read once from the head (where
 /// nginx's checks on it are made too), so that the proxy path does not look
-/// the same headers up again.
+/// the same headers up again. Not kept in [`RequestState`], which a tunnel's
+/// log holds for as long as the tunnel lasts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BodyFraming {
     /// The one `Content-Length`.
@@ -281,15 +280,15 @@ pub async fn handle(
         start,
         start_wall,
         request_length,
-        framing: framing.unwrap_or_default(),
         settings: server.settings.clone(),
         proxy: None,
     };
     let tokens = server.settings.server_tokens;
 
-    if bad_host || missing_host || repeated_host || framing.is_none() {
-        return Ok(finish(state, pages::error(400, tokens, true)));
-    }
+    let framing = match framing {
+        Some(f) if !(bad_host || missing_host || repeated_host) => f,
+        _ => return Ok(finish(state, pages::error(400, tokens, true))),
+    };
     let merge = server.settings.merge_slashes;
     state.uri = match super::uri::normalize(state.parts.uri.path(), merge) {
         Ok(u) => u,
@@ -347,7 +346,7 @@ pub async fn handle(
             Ok(finish(state, resp))
         }
         Handler::Proxy(pp) => {
-            if let Some(len) = state.framing.content_length {
+            if let Some(len) = framing.content_length {
                 let max = state.settings.client_max_body_size;
                 if max != 0 && len > max {
                     crate::error_log!(crate::conf::model::LogLevel::Error,
@@ -361,7 +360,7 @@ pub async fn handle(
                 }
             }
             state.proxy = Some(pp.clone());
-            crate::proxy::forward(state, &location.matcher, body, client_upgrade).await
+            crate::proxy::forward(state, framing, &location.matcher, body, client_upgrade).await
         }
     }
 }
