@@ -280,7 +280,8 @@ pub async fn forward(
             .body(body_slot.take().unwrap_or_else(body::empty))
             .unwrap_or_else(|_| Request::new(body::empty()));
         let remake = || remake_head(&state, plan, &framing, length);
-        let result = attempt(&peer, req, head.take(), &remake, &settings, t0).await;
+        let first = head.take().unwrap_or_else(remake);
+        let result = attempt(&peer, req, first, &remake, &settings, t0).await;
         let connect_time = result.as_ref().ok().map(|r| r.connect_time);
         match result {
             Ok(ok) => {
@@ -450,21 +451,21 @@ struct Attempt {
 /// any response byte (the upstream's idle close racing the request) is
 /// replaced by a fresh one, as nginx does, without counting a peer failure.
 ///
-/// `req` comes without its header fields: they are `head`, the one forward
-/// built for its first try, or made by `remake` for a later one and for a
-/// request sent again, so that the common case copies no header map.
+/// `req` comes without its header fields: they are `head`, which goes into
+/// the first request sent; a request sent again gets them from `remake`, so
+/// that the common case copies no header map.
 async fn attempt(
     peer: &PeerGuard,
     req: Request<ProxyBody>,
-    head: Option<HeaderMap>,
+    head: HeaderMap,
     remake: &(dyn Fn() -> HeaderMap + Sync),
     settings: &crate::conf::model::Settings,
     t0: Instant,
 ) -> Result<Attempt, AttemptError> {
-    let mut head = Some(head.unwrap_or_else(remake));
     // nginx caches only connections of HTTP/1.1 requests not sent with
     // `Connection: close` (proxy_http_version 1.1, proxy_set_header Connection "").
-    let close = head.as_ref().is_some_and(wants_close);
+    let close = wants_close(&head);
+    let mut head = Some(head);
     let cache = peer
         .group()
         .keepalive()
@@ -476,7 +477,6 @@ async fn attempt(
         parts,
         SentFlag::new(body, sent.clone()).boxed(),
     ));
-    let mut headed = false;
     let mut driver = None;
     loop {
         let Some(mut r) = req.take() else {
@@ -496,9 +496,9 @@ async fn attempt(
         };
         // A body-less request can be sent again even after it was written.
         let resend = conn.reused && r.body().is_end_stream();
-        if !headed {
-            headed = true;
-            *r.headers_mut() = head.take().unwrap_or_else(remake);
+        // A request hyper handed back unsent keeps the fields it was given.
+        if let Some(h) = head.take() {
+            *r.headers_mut() = h;
         }
         let spare = resend.then(|| (r.method().clone(), r.uri().clone(), r.version()));
         let mut send = std::pin::pin!(conn.sender.try_send_request(r));
